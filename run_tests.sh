@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Create or reuse .venv, install the pinned requirements and the package, then run the tests.
+# Usage: bash run_tests.sh [pytest arguments]
+set -euo pipefail
+cd "$(dirname "$0")"
+source scripts/env.sh
+ensure_environment
+"$PYTHON" -m ruff check src tests bench
+"$PYTHON" -m pytest -q "$@"

@@ -1,0 +1,97 @@
+"""The ``severstal`` command: one sub-command per stage, each a thin module with ``main(argv)``.
+
+``severstal STAGE ...``, ``python -m severstal STAGE ...`` and ``python -m severstal.MODULE ...``
+are the same thing. Stage modules are imported only when run, so commands that need no model
+never import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+from .config import DEFAULT_CONFIG, Config, ConfigError, load_config
+
+# stage name -> (module, one-line help); the order is the order run_all.sh runs them in.
+STAGES: dict[str, tuple[str, str]] = {
+    "download": ("severstal.download", "fetch the competition data with the Kaggle API"),
+    "demo-data": ("severstal.demo_data", "write the embedded Severstal-like demo data set"),
+    "check-data": ("severstal.check_data", "validate a data directory before training"),
+    "folds": ("severstal.folds", "make multilabel stratified folds (once, fixed seed)"),
+    "eda": ("severstal.eda", "draw data-exploration figures"),
+    "train": ("severstal.train", "train a classifier or segmenter fold"),
+    "oof": ("severstal.oof", "compute out-of-fold statistics for a trained fold"),
+    "tune": ("severstal.tune", "search post-processing thresholds on out-of-fold statistics"),
+    "predict": ("severstal.predict", "ensemble the folds into submission.csv"),
+    "validate": ("severstal.validate", "check a submission file's format"),
+    "score": ("severstal.score", "score a submission against truth labels (mean Dice)"),
+    "show": ("severstal.show", "draw predicted and true masks on images"),
+    "merge": ("severstal.merge", "join sharded predictions into one submission"),
+    "kaggle-submit": ("severstal.kaggle_submit", "submit a validated CSV to Kaggle"),
+    "bundle": ("severstal.bundle", "make an offline Kaggle-notebook bundle"),
+}
+
+
+class UserError(Exception):
+    """A problem the user can fix: printed as one clear message, no traceback, exit code 1."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, data: bool = True) -> None:
+    """Add the options every config-driven stage takes."""
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"experiment config (default {DEFAULT_CONFIG})")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+        help="override a config value (repeatable), e.g. --set seg.epochs=3",
+    )
+    parser.add_argument("--experiment", default=None, help="experiment name (default: from the config)")
+    if data:
+        parser.add_argument("--data", default=None, help="data directory in Kaggle's layout (default: the config's)")
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """Build the resolved config from the standard options."""
+    return load_config(args.config, args.overrides, getattr(args, "data", None), args.experiment)
+
+
+def run_main(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int | None],
+             argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and call ``run``; turn user errors into one message and an exit code."""
+    args = parser.parse_args(argv)
+    try:
+        return int(run(args) or 0)
+    except (UserError, ConfigError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return getattr(error, "exit_code", 1)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        width = max(map(len, STAGES))
+        lines = "\n".join(f"  {name:<{width}}  {text}" for name, (_, text) in STAGES.items())
+        print(f"usage: severstal STAGE [options]   (severstal STAGE --help for a stage's options)\n\nstages:\n{lines}")
+        return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        from . import __version__
+
+        print(__version__)
+        return 0
+    stage = argv[0]
+    if stage not in STAGES:
+        print(f"error: unknown stage {stage!r}; stages: {', '.join(STAGES)}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(STAGES[stage][0])
+    return module.main(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
