@@ -27,6 +27,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "predict": ("severstal.predict", "ensemble the folds into submission.csv"),
     "validate": ("severstal.validate", "check a submission file's format"),
     "score": ("severstal.score", "score a submission against truth labels (mean Dice)"),
+    "report": ("severstal.report", "score the submission and what each post-processing step adds"),
     "show": ("severstal.show", "draw predicted and true masks on images"),
     "merge": ("severstal.merge", "join sharded predictions into one submission"),
     "kaggle-submit": ("severstal.kaggle_submit", "submit a validated CSV to Kaggle"),
