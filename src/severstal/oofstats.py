@@ -1,0 +1,354 @@
+"""Compact out-of-fold (OOF) statistics from which the Dice of every post-processing setting is exact.
+
+Full-resolution OOF probability maps would take 82 GB; instead, for each (image, class) we keep,
+for every pixel threshold ``P`` and minimum component size ``C`` of the tuning grid, the
+predicted area left after component removal and its intersection with the truth, plus the
+true area (and, in a separate file, the classifier probabilities). The minimum total area and
+the classifier gate only decide whether the whole mask is kept, so the Dice of any setting
+follows from these numbers (see ``thresholds``). The masks are those of
+``postprocess.postprocess_class``: the same :func:`postprocess.binarize` and
+:func:`postprocess.component_sizes` are used here.
+
+Files (``.npz``, written atomically; format in docs/oof-format.md):
+``models/<experiment>/seg/fold<K>/oof.npz`` and ``models/<experiment>/cls/fold<K>/oof.npz``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .constants import NUM_CLASSES
+from .postprocess import binarize, component_sizes
+
+FORMAT_VERSION = 1
+SEGMENTATION_KIND = "segmentation"
+CLASSIFIER_KIND = "classifier"
+STATISTIC_KEYS = ("predicted_area", "intersection", "true_area")
+
+
+def check_grid(
+    pixel_thresholds: Sequence[float], min_component_sizes: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validate a tuning grid and return it as ``(float64 (P,), int64 (C,))`` arrays."""
+    pixels = np.asarray(pixel_thresholds, dtype=np.float64).reshape(-1)
+    sizes = np.asarray(min_component_sizes, dtype=np.int64).reshape(-1)
+    if pixels.size == 0 or sizes.size == 0:
+        raise ValueError("pixel_thresholds and min_component_sizes must not be empty")
+    if np.any(np.diff(pixels) <= 0) or np.any(np.diff(sizes) <= 0):
+        raise ValueError(f"grids must be strictly increasing: pixel_thresholds {pixels.tolist()}, "
+                         f"min_component_sizes {sizes.tolist()}")
+    if pixels[0] < 0 or pixels[-1] > 1 or sizes[0] < 0:
+        raise ValueError(f"pixel thresholds must lie in [0, 1] and component sizes be >= 0, got "
+                         f"{pixels.tolist()} and {sizes.tolist()}")
+    return pixels, sizes
+
+
+def class_statistics(
+    probability: np.ndarray, truth: np.ndarray, pixel_thresholds: np.ndarray, min_component_sizes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Statistics of one (image, class).
+
+    Args:
+        probability: (H, W) float probability map at full resolution.
+        truth: (H, W) true mask (nonzero = defect).
+        pixel_thresholds: (P,) increasing thresholds (see :func:`check_grid`).
+        min_component_sizes: (C,) increasing sizes.
+
+    Returns:
+        ``predicted_area`` (P, C) int32, ``intersection`` (P, C) int32 and the true area.
+    """
+    truth = np.asarray(truth) != 0
+    predicted_area = np.zeros((len(pixel_thresholds), len(min_component_sizes)), dtype=np.int32)
+    intersection = np.zeros_like(predicted_area)
+    true_area = int(np.count_nonzero(truth))
+    need_components = min_component_sizes[-1] > 1
+    for index, threshold in enumerate(pixel_thresholds):
+        # each threshold's mask lies inside the previous one's: look only inside its bounding box
+        binary = binarize(probability, threshold)  # (h, w) uint8
+        rows, columns = np.flatnonzero(binary.any(axis=1)), np.flatnonzero(binary.any(axis=0))
+        if rows.size == 0:
+            break  # this and every higher threshold predict nothing
+        window = np.s_[rows[0]:rows[-1] + 1, columns[0]:columns[-1] + 1]
+        probability, truth, binary = probability[window], truth[window], np.ascontiguousarray(binary[window])
+        if need_components:
+            labels, sizes = component_sizes(binary)  # sizes (n + 1,), sizes[0] = 0
+            hits = np.bincount(labels[truth], minlength=sizes.size)
+            hits[0] = 0
+            keep = sizes[None, :] >= min_component_sizes[:, None]  # (C, n + 1)
+            predicted_area[index] = keep @ sizes
+            intersection[index] = keep @ hits
+        else:
+            predicted_area[index] = np.count_nonzero(binary)
+            intersection[index] = np.count_nonzero(binary[truth])
+    return predicted_area, intersection, true_area
+
+
+def segmentation_statistics(
+    probabilities: np.ndarray,
+    truth: np.ndarray,
+    pixel_thresholds: Sequence[float],
+    min_component_sizes: Sequence[int],
+) -> dict[str, np.ndarray]:
+    """OOF statistics of a batch of images (call per batch, then :func:`concatenate_statistics`).
+
+    Args:
+        probabilities: (N, H, W, 4) float probability maps at full resolution (256 x 1600), e.g.
+            the flip-TTA mean; component sizes are counted in these pixels.
+        truth: (N, H, W, 4) true masks, uint8 or bool.
+        pixel_thresholds: (P,) increasing pixel thresholds, e.g. ``config["tune"]["pixel_thresholds"]``.
+        min_component_sizes: (C,) increasing minimum component sizes.
+
+    Returns:
+        ``{"predicted_area": (N, 4, P, C) int32, "intersection": (N, 4, P, C) int32,
+        "true_area": (N, 4) int32}``.
+    """
+    pixels, sizes = check_grid(pixel_thresholds, min_component_sizes)
+    if probabilities.ndim != 4 or probabilities.shape[-1] != NUM_CLASSES:
+        raise ValueError(f"probabilities must be (N, H, W, {NUM_CLASSES}), got shape {probabilities.shape}")
+    if truth.shape != probabilities.shape:
+        raise ValueError(f"truth shape {truth.shape} differs from probabilities shape {probabilities.shape}")
+    count = probabilities.shape[0]
+    predicted_area = np.zeros((count, NUM_CLASSES, pixels.size, sizes.size), dtype=np.int32)
+    intersection = np.zeros_like(predicted_area)
+    true_area = np.zeros((count, NUM_CLASSES), dtype=np.int32)
+    for image in range(count):
+        for channel in range(NUM_CLASSES):
+            area, overlap, true = class_statistics(probabilities[image, ..., channel],
+                                                   truth[image, ..., channel], pixels, sizes)
+            predicted_area[image, channel], intersection[image, channel] = area, overlap
+            true_area[image, channel] = true
+    return {"predicted_area": predicted_area, "intersection": intersection, "true_area": true_area}
+
+
+def concatenate_statistics(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Join the per-batch results of :func:`segmentation_statistics` along the image axis."""
+    if not parts:
+        raise ValueError("no statistics to concatenate")
+    return {key: np.concatenate([part[key] for part in parts], axis=0) for key in STATISTIC_KEYS}
+
+
+def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path:
+    """Write ``arrays`` as a compressed .npz at exactly ``path``, atomically (temp file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "wb") as handle:  # a file object: np.savez would append .npz to a name
+        np.savez_compressed(handle, **arrays)
+    os.replace(temporary, path)
+    return path
+
+
+def read_npz(path: str | os.PathLike, kind: str) -> dict[str, np.ndarray]:
+    """Read an OOF file, checking its kind and format version (ValueError on a wrong file)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path} is not a readable OOF statistics file: {error}") from None
+    found_kind = str(arrays.get("kind", ""))
+    if found_kind != kind:
+        raise ValueError(f"{path} holds {found_kind or 'unknown'} statistics, expected {kind}")
+    if int(arrays.get("format_version", -1)) != FORMAT_VERSION:
+        raise ValueError(f"{path} has format version {arrays.get('format_version')}, this code reads "
+                         f"{FORMAT_VERSION}: re-run severstal oof for it")
+    return arrays
+
+
+def header(kind: str, fold: int) -> dict[str, np.ndarray]:
+    """The entries every OOF file starts with."""
+    return {"kind": np.array(kind), "format_version": np.array(FORMAT_VERSION), "fold": np.array(int(fold))}
+
+
+def image_id_array(image_ids: Sequence[str], count: int) -> np.ndarray:
+    """Image ids as a unicode array of length ``count`` (ValueError on a wrong length or duplicates)."""
+    ids = np.asarray([str(image_id) for image_id in image_ids], dtype=np.str_)
+    if ids.shape != (count,):
+        raise ValueError(f"expected {count} image ids, got {ids.size}")
+    if np.unique(ids).size != ids.size:
+        raise ValueError("image ids must be unique")
+    return ids
+
+
+def check_segmentation_statistics(stats: dict[str, np.ndarray], num_pixel: int, num_component: int) -> int:
+    """Check the shapes of a statistics dict against a grid and return the image count."""
+    missing = [key for key in STATISTIC_KEYS if key not in stats]
+    if missing:
+        raise ValueError(f"statistics lack {missing}")
+    count = stats["true_area"].shape[0]
+    expected = (count, NUM_CLASSES, num_pixel, num_component)
+    if stats["true_area"].shape != (count, NUM_CLASSES):
+        raise ValueError(f"true_area must be (N, {NUM_CLASSES}), got {stats['true_area'].shape}")
+    for key in ("predicted_area", "intersection"):
+        if stats[key].shape != expected:
+            raise ValueError(f"{key} must be {expected} (N, classes, pixel thresholds, component sizes), "
+                             f"got {stats[key].shape}")
+    return count
+
+
+def save_segmentation_oof(
+    path: str | os.PathLike,
+    image_ids: Sequence[str],
+    fold: int,
+    stats: dict[str, np.ndarray],
+    pixel_thresholds: Sequence[float],
+    min_component_sizes: Sequence[int],
+) -> Path:
+    """Write one fold's segmentation statistics (``models/<experiment>/seg/fold<K>/oof.npz``).
+
+    Args:
+        path: the file to write (exactly this name; parent folders are created).
+        image_ids: (N,) the fold's validation image ids, in the order of ``stats``.
+        fold: the fold number K.
+        stats: output of :func:`segmentation_statistics` / :func:`concatenate_statistics`.
+        pixel_thresholds: the grid the statistics were computed on.
+        min_component_sizes: idem.
+
+    Returns:
+        The path written.
+    """
+    pixels, sizes = check_grid(pixel_thresholds, min_component_sizes)
+    count = check_segmentation_statistics(stats, pixels.size, sizes.size)
+    return write_npz(path, {
+        **header(SEGMENTATION_KIND, fold), "image_ids": image_id_array(image_ids, count),
+        "pixel_thresholds": pixels, "min_component_sizes": sizes,
+        **{key: np.asarray(stats[key], dtype=np.int32) for key in STATISTIC_KEYS},
+    })
+
+
+def load_segmentation_oof(path: str | os.PathLike) -> dict:
+    """Read a file of :func:`save_segmentation_oof`.
+
+    Returns:
+        ``{"fold": int, "image_ids": (N,) str, "pixel_thresholds": (P,) float64,
+        "min_component_sizes": (C,) int64, "predicted_area": (N, 4, P, C) int32,
+        "intersection": (N, 4, P, C) int32, "true_area": (N, 4) int32}``.
+    """
+    arrays = read_npz(path, SEGMENTATION_KIND)
+    try:
+        pixels, sizes = check_grid(arrays["pixel_thresholds"], arrays["min_component_sizes"])
+        check_segmentation_statistics(arrays, pixels.size, sizes.size)
+        result = {"fold": int(arrays["fold"]), "image_ids": arrays["image_ids"], "pixel_thresholds": pixels,
+                  "min_component_sizes": sizes}
+    except (KeyError, ValueError) as error:
+        raise ValueError(f"{path} is malformed: {error}") from None
+    return result | {key: arrays[key] for key in STATISTIC_KEYS}
+
+
+def save_classifier_oof(
+    path: str | os.PathLike, image_ids: Sequence[str], fold: int, probabilities: np.ndarray
+) -> Path:
+    """Write one fold's classifier probabilities (``models/<experiment>/cls/fold<K>/oof.npz``).
+
+    Args:
+        path: the file to write.
+        image_ids: (N,) the fold's validation image ids.
+        fold: the fold number K.
+        probabilities: (N, 4) probability that each class is present (flip-TTA mean).
+            A binary (defect / no defect) head repeats its probability in all 4 columns.
+
+    Returns:
+        The path written.
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float32)
+    if probabilities.ndim != 2 or probabilities.shape[1] != NUM_CLASSES:
+        raise ValueError(f"probabilities must be (N, {NUM_CLASSES}), got shape {probabilities.shape}")
+    if not np.all((probabilities >= 0) & (probabilities <= 1)):
+        raise ValueError("classifier probabilities must lie in [0, 1]")
+    return write_npz(path, {
+        **header(CLASSIFIER_KIND, fold), "image_ids": image_id_array(image_ids, probabilities.shape[0]),
+        "probabilities": probabilities,
+    })
+
+
+def load_classifier_oof(path: str | os.PathLike) -> dict:
+    """Read a file of :func:`save_classifier_oof`.
+
+    Returns:
+        ``{"fold": int, "image_ids": (N,) str, "probabilities": (N, 4) float32}``.
+    """
+    arrays = read_npz(path, CLASSIFIER_KIND)
+    try:
+        probabilities, image_ids = arrays["probabilities"], arrays["image_ids"]
+        if probabilities.shape != (image_ids.shape[0], NUM_CLASSES):
+            raise ValueError(f"probabilities shape {probabilities.shape} does not fit "
+                             f"{image_ids.shape[0]} images")
+        return {"fold": int(arrays["fold"]), "image_ids": image_ids, "probabilities": probabilities}
+    except (KeyError, ValueError) as error:
+        raise ValueError(f"{path} is malformed: {error}") from None
+
+
+@dataclass
+class OOFStatistics:
+    """The OOF statistics of all folds, joined: what the threshold search works on."""
+
+    image_ids: np.ndarray  # (N,) str
+    folds: np.ndarray  # (N,) int: the fold whose model predicted each image
+    pixel_thresholds: np.ndarray  # (P,) float64
+    min_component_sizes: np.ndarray  # (C,) int64
+    predicted_area: np.ndarray  # (N, 4, P, C) int32
+    intersection: np.ndarray  # (N, 4, P, C) int32
+    true_area: np.ndarray  # (N, 4) int32
+    classifier_probabilities: np.ndarray | None = None  # (N, 4) float32, None: no classifier gate
+
+    def __post_init__(self):
+        pixels, sizes = check_grid(self.pixel_thresholds, self.min_component_sizes)
+        count = check_segmentation_statistics(vars(self), pixels.size, sizes.size)
+        if self.image_ids.shape != (count,) or self.folds.shape != (count,):
+            raise ValueError(f"image_ids {self.image_ids.shape} and folds {self.folds.shape} "
+                             f"must be ({count},)")
+        gate = self.classifier_probabilities
+        if gate is not None and gate.shape != (count, NUM_CLASSES):
+            raise ValueError(f"classifier_probabilities must be ({count}, {NUM_CLASSES}), "
+                             f"got {self.classifier_probabilities.shape}")
+
+    @property
+    def count(self) -> int:
+        return int(self.true_area.shape[0])
+
+
+def combine_folds(segmentation: Sequence[dict], classifier: Sequence[dict] | None = None) -> OOFStatistics:
+    """Join the loaded files of all folds.
+
+    Args:
+        segmentation: outputs of :func:`load_segmentation_oof`, one per fold, all on the same grid.
+        classifier: outputs of :func:`load_classifier_oof` (any order, same images), or None.
+
+    Returns:
+        :class:`OOFStatistics` in the order of ``segmentation``; classifier probabilities are
+        matched by image id.
+
+    Raises:
+        ValueError: grids differ, an image occurs twice, or the classifier images differ.
+    """
+    if not segmentation:
+        raise ValueError("no segmentation statistics given")
+    first = segmentation[0]
+    for part in segmentation[1:]:
+        if not (np.array_equal(part["pixel_thresholds"], first["pixel_thresholds"])
+                and np.array_equal(part["min_component_sizes"], first["min_component_sizes"])):
+            raise ValueError(f"fold {part['fold']} was computed on another grid than fold {first['fold']}")
+    image_ids = np.concatenate([part["image_ids"] for part in segmentation])
+    unique, counts = np.unique(image_ids, return_counts=True)
+    if np.any(counts > 1):
+        raise ValueError(f"image {unique[counts > 1][0]} occurs in more than one fold's statistics")
+    folds = np.concatenate([np.full(part["image_ids"].size, part["fold"], dtype=np.int64)
+                            for part in segmentation])
+    probabilities = None
+    if classifier is not None:
+        classifier_ids = np.concatenate([part["image_ids"] for part in classifier])
+        classifier_probabilities = np.concatenate([part["probabilities"] for part in classifier])
+        order = np.argsort(classifier_ids)
+        if not np.array_equal(classifier_ids[order], unique):
+            raise ValueError("the classifier's OOF images differ from the segmenter's: "
+                             "both must use the same folds")
+        probabilities = classifier_probabilities[order][np.searchsorted(unique, image_ids)]
+    return OOFStatistics(
+        image_ids=image_ids, folds=folds, pixel_thresholds=first["pixel_thresholds"],
+        min_component_sizes=first["min_component_sizes"], classifier_probabilities=probabilities,
+        **{key: np.concatenate([part[key] for part in segmentation]) for key in STATISTIC_KEYS},
+    )

@@ -1,0 +1,173 @@
+"""Turn per-class probability maps into binary masks: the post-processing rules of the submission.
+
+For one (image, class), given a full-resolution probability map ``p`` and optionally the
+classifier's probability ``c`` that the class is present:
+
+1. ``binary = p > pixel_threshold`` (strictly greater; the comparison is made in ``p``'s dtype);
+2. connected components (8-connectivity) with fewer than ``min_component_size`` pixels are removed;
+3. if fewer than ``min_area`` pixels remain, the mask becomes empty;
+4. if ``c`` is given and ``c < classifier_threshold``, the mask becomes empty.
+
+``oofstats`` computes its statistics with exactly these rules (it calls :func:`binarize`
+and :func:`component_sizes`), so the Dice that ``thresholds`` tunes on out-of-fold
+statistics is the Dice these masks reach.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+
+from .constants import CLASS_IDS, NUM_CLASSES
+
+
+@dataclass(frozen=True)
+class ClassThresholds:
+    """Post-processing settings of one class; the defaults are the untuned baseline."""
+
+    pixel_threshold: float = 0.5  # a pixel is on when its probability is strictly greater
+    min_component_size: int = 0  # connected components with fewer pixels are removed
+    min_area: int = 0  # a mask with fewer pixels left becomes empty
+    classifier_threshold: float = 0.0  # the mask becomes empty when the classifier says less; 0: no gate
+
+    def __post_init__(self):
+        if not 0.0 <= self.pixel_threshold <= 1.0:
+            raise ValueError(f"pixel_threshold must be in [0, 1], got {self.pixel_threshold}")
+        if not 0.0 <= self.classifier_threshold <= 1.0:
+            raise ValueError(f"classifier_threshold must be in [0, 1], got {self.classifier_threshold}")
+        if self.min_component_size < 0 or self.min_area < 0:
+            raise ValueError(f"min_component_size and min_area must be >= 0, got {self.min_component_size}, "
+                             f"{self.min_area}")
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready dict with the four field names as keys."""
+        return {key: (int(value) if isinstance(value, int | np.integer) else float(value))
+                for key, value in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, values: Mapping) -> ClassThresholds:
+        """Inverse of :meth:`to_dict`; missing keys take the defaults, unknown keys are an error."""
+        unknown = set(values) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown threshold keys {sorted(unknown)}; "
+                             f"known: {sorted(cls.__dataclass_fields__)}")
+        converted = {key: (int(v) if key in ("min_component_size", "min_area") else float(v))
+                     for key, v in values.items()}
+        return cls(**converted)
+
+
+DEFAULT_THRESHOLDS = ClassThresholds()
+
+
+def per_class_thresholds(
+    thresholds: ClassThresholds | Sequence[ClassThresholds] | Mapping[int, ClassThresholds | Mapping],
+) -> list[ClassThresholds]:
+    """Normalise thresholds to a list of 4, one per channel (class id 1..4).
+
+    Args:
+        thresholds: one ``ClassThresholds`` for every class, a sequence of 4 (channel order),
+            or a mapping from class id (1..4, int or str) to ``ClassThresholds`` or its dict.
+
+    Returns:
+        ``[ClassThresholds] * 4`` in channel order.
+    """
+    if isinstance(thresholds, ClassThresholds):
+        return [thresholds] * NUM_CLASSES
+    if isinstance(thresholds, Mapping):
+        keyed = {int(key): value for key, value in thresholds.items()}
+        if sorted(keyed) != list(CLASS_IDS):
+            raise ValueError(f"thresholds must have class ids {list(CLASS_IDS)} as keys, got {sorted(keyed)}")
+        items = [keyed[class_id] for class_id in CLASS_IDS]
+    else:
+        items = list(thresholds)
+        if len(items) != NUM_CLASSES:
+            raise ValueError(f"expected {NUM_CLASSES} class thresholds, got {len(items)}")
+    return [item if isinstance(item, ClassThresholds) else ClassThresholds.from_dict(item) for item in items]
+
+
+def binarize(probability: np.ndarray, pixel_threshold: float) -> np.ndarray:
+    """``probability > pixel_threshold`` as uint8 0/1, compared in the probability map's dtype."""
+    return np.greater(probability, float(pixel_threshold)).view(np.uint8)
+
+
+def component_sizes(binary: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """8-connected components of a 0/1 uint8 mask.
+
+    Returns:
+        ``labels`` (H, W) int32 with 0 for background and 1..n for the components, and
+        ``sizes`` (n + 1,) int64 with ``sizes[0] = 0`` so that ``sizes[labels]`` is safe.
+    """
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8, ltype=cv2.CV_32S)
+    sizes = stats[:, cv2.CC_STAT_AREA].astype(np.int64)
+    sizes[0] = 0
+    return labels, sizes
+
+
+def remove_small_components(binary: np.ndarray, min_component_size: int) -> np.ndarray:
+    """Drop 8-connected components with fewer than ``min_component_size`` pixels (uint8 0/1 in and out)."""
+    binary = np.ascontiguousarray(binary, dtype=np.uint8)
+    if min_component_size <= 1 or not binary.any():
+        return binary
+    labels, sizes = component_sizes(binary)
+    keep = sizes >= min_component_size
+    keep[0] = False
+    return keep[labels].view(np.uint8)
+
+
+def postprocess_class(
+    probability: np.ndarray, thresholds: ClassThresholds, classifier_probability: float | None = None
+) -> np.ndarray:
+    """Binary mask of one class from its probability map (rules 1-4 of the module docstring).
+
+    Args:
+        probability: (H, W) float probabilities at full resolution.
+        thresholds: the class's settings.
+        classifier_probability: the classifier's probability that the class is present, or None
+            (no gate).
+
+    Returns:
+        (H, W) uint8 mask of 0/1.
+    """
+    if probability.ndim != 2:
+        raise ValueError(f"probability must be (H, W), got shape {probability.shape}")
+    empty = np.zeros(probability.shape, dtype=np.uint8)
+    if classifier_probability is not None and float(classifier_probability) < thresholds.classifier_threshold:
+        return empty
+    binary = binarize(probability, thresholds.pixel_threshold)
+    mask = remove_small_components(binary, thresholds.min_component_size)
+    if np.count_nonzero(mask) < thresholds.min_area:
+        return empty
+    return mask
+
+
+def postprocess_masks(
+    probabilities: np.ndarray,
+    thresholds: ClassThresholds | Sequence[ClassThresholds] | Mapping[int, ClassThresholds | Mapping],
+    classifier_probabilities: np.ndarray | Sequence[float] | None = None,
+) -> np.ndarray:
+    """Binary masks of all four classes of one image.
+
+    Args:
+        probabilities: (H, W, 4) float probability maps at full resolution.
+        thresholds: see :func:`per_class_thresholds`.
+        classifier_probabilities: (4,) classifier probabilities per class, or None (no gate).
+
+    Returns:
+        (H, W, 4) uint8 masks of 0/1.
+    """
+    if probabilities.ndim != 3 or probabilities.shape[-1] != NUM_CLASSES:
+        raise ValueError(f"probabilities must be (H, W, {NUM_CLASSES}), got shape {probabilities.shape}")
+    settings = per_class_thresholds(thresholds)
+    if classifier_probabilities is not None:
+        classifier_probabilities = np.asarray(classifier_probabilities, dtype=np.float64).reshape(-1)
+        if classifier_probabilities.shape != (NUM_CLASSES,):
+            raise ValueError(f"classifier_probabilities must have {NUM_CLASSES} values, "
+                             f"got shape {classifier_probabilities.shape}")
+    masks = np.zeros(probabilities.shape, dtype=np.uint8)  # (H, W, 4)
+    for channel, setting in enumerate(settings):
+        gate = None if classifier_probabilities is None else classifier_probabilities[channel]
+        masks[..., channel] = postprocess_class(probabilities[..., channel], setting, gate)
+    return masks
