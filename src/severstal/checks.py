@@ -1,0 +1,111 @@
+"""Data checks as pure functions: bytes or frames in, problem strings out (empty list = fine).
+
+``check-data`` wires them to files; :func:`image_names` is the one helper that touches the disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from .constants import CLASS_IDS, HEIGHT, WIDTH
+from .rle import validate
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+JPEG_START = b"\xff\xd8"
+JPEG_END = b"\xff\xd9"
+
+
+def image_names(directory: str | os.PathLike) -> list[str]:
+    """Sorted file names of the images (by suffix) directly in ``directory``; [] when it is missing."""
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return []
+    return sorted(e.name for e in entries if e.name.lower().endswith(IMAGE_SUFFIXES) and e.is_file())
+
+
+def check_image_bytes(data: bytes, shape: tuple[int, int] = (HEIGHT, WIDTH)) -> list[str]:
+    """Check one image file's content.
+
+    A JPEG must end with the end-of-image marker FFD9 (optionally followed by zero padding): a
+    truncated JPEG can still decode with a warning, so decoding alone does not catch it.
+
+    Args:
+        data: the file's bytes.
+        shape: expected ``(height, width)``.
+
+    Returns:
+        Problems, e.g. ``["truncated: the JPEG has no end-of-image marker (FFD9)"]``.
+    """
+    if not data:
+        return ["empty file"]
+    if data.startswith(JPEG_START) and not data.rstrip(b"\x00").endswith(JPEG_END):
+        return ["truncated: the JPEG has no end-of-image marker (FFD9)"]
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)  # (height, width)
+    if image is None:
+        return ["cannot be decoded as an image"]
+    if image.shape != tuple(shape):
+        height, width = image.shape
+        return [f"size {height} x {width} (height x width), expected {shape[0]} x {shape[1]}"]
+    return []
+
+
+def digest(data: bytes) -> str:
+    """A content hash for finding byte-identical files."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def find_duplicates(digests: Mapping[str, str]) -> list[str]:
+    """Problems for files with identical content.
+
+    Args:
+        digests: ``{file name: digest}``.
+
+    Returns:
+        One problem per group of identical files, e.g. ``"byte-identical images: a.jpg, b.jpg"``.
+    """
+    groups: dict[str, list[str]] = defaultdict(list)
+    for name, value in digests.items():
+        groups[value].append(name)
+    return [f"byte-identical images: {', '.join(sorted(names))}"
+            for names in sorted(groups.values(), key=min) if len(names) > 1]
+
+
+def check_label_frame(frame: pd.DataFrame, image_ids: Iterable[str], source: str = "train.csv") -> list[str]:
+    """Check a normal label frame (``labels.read_table``) against the images on disk.
+
+    Problems: unknown ClassIds, invalid RLE, duplicate (image, class) rows and rows naming images
+    that do not exist. Empty masks are fine (the 2019 layout lists every pair). Line numbers count
+    the header as line 1, in either layout.
+
+    Args:
+        frame: ``ImageId, ClassId, EncodedPixels`` with a default RangeIndex.
+        image_ids: file names present in the image folder.
+        source: file name for messages.
+
+    Returns:
+        Problems, e.g. ``"train.csv line 5: ClassId 7 is not one of (1, 2, 3, 4)"``.
+    """
+    present = set(image_ids)
+    duplicated = frame.duplicated(["ImageId", "ClassId"], keep="first").to_numpy()
+    problems = []
+    for row, (image_id, class_id, rle) in enumerate(frame[["ImageId", "ClassId", "EncodedPixels"]].itertuples(
+            index=False)):
+        where = f"{source} line {row + 2}"
+        if image_id not in present:
+            problems.append(f"{where}: image {image_id} does not exist")
+        if class_id not in CLASS_IDS:
+            problems.append(f"{where}: ClassId {class_id} is not one of {CLASS_IDS}")
+        if duplicated[row]:
+            problems.append(f"{where}: duplicate row for ({image_id}, class {class_id})")
+        error = validate(rle) if rle else None
+        if error:
+            problems.append(f"{where}: invalid EncodedPixels for {image_id} class {class_id}: {error}")
+    return problems
