@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .constants import CLASS_IDS, NUM_PIXELS
-from .rle import parse_runs
+from .rle import parse_runs, validate
 
 
 def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
@@ -30,7 +30,8 @@ def dice_from_areas(predicted_area, true_area, intersection) -> np.ndarray:
     predicted_area = np.asarray(predicted_area, dtype=np.float64)
     total = predicted_area + np.asarray(true_area, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total == 0, 1.0, 2.0 * np.asarray(intersection, dtype=np.float64) / np.maximum(total, 1))
+        twice_shared = 2.0 * np.asarray(intersection, dtype=np.float64)
+        return np.where(total == 0, 1.0, twice_shared / np.maximum(total, 1))
 
 
 def run_intersection(starts_a, lengths_a, starts_b, lengths_b) -> int:
@@ -52,7 +53,18 @@ def pair_areas(predicted_rle: str, true_rle: str, num_pixels: int = NUM_PIXELS) 
     """``(predicted area, true area, intersection)`` of two RLE strings."""
     starts_p, lengths_p = parse_runs(predicted_rle, num_pixels)
     starts_t, lengths_t = parse_runs(true_rle, num_pixels)
-    return int(lengths_p.sum()), int(lengths_t.sum()), run_intersection(starts_p, lengths_p, starts_t, lengths_t)
+    shared = run_intersection(starts_p, lengths_p, starts_t, lengths_t)
+    return int(lengths_p.sum()), int(lengths_t.sum()), shared
+
+
+def _masks_by_pair(frame: pd.DataFrame, what: str) -> pd.DataFrame:
+    """The non-empty class 1..4 rows of a normal frame; ``ValueError`` when a pair appears twice."""
+    rows = frame[frame["ClassId"].isin(CLASS_IDS)]
+    repeated = rows.duplicated(["ImageId", "ClassId"])
+    if repeated.any():
+        first = rows[repeated].iloc[0]
+        raise ValueError(f"{what} has more than one row for {first.ImageId} class {first.ClassId}")
+    return rows.loc[rows["EncodedPixels"] != "", ["ImageId", "ClassId", "EncodedPixels"]]
 
 
 def score_pairs(submission: pd.DataFrame, truth: pd.DataFrame, num_pixels: int = NUM_PIXELS) -> pd.DataFrame:
@@ -67,26 +79,31 @@ def score_pairs(submission: pd.DataFrame, truth: pd.DataFrame, num_pixels: int =
     Returns:
         Frame with ``ImageId, ClassId, predicted_area, true_area, intersection, dice``,
         one row per image in ``submission`` and class 1..4.
+
+    Raises:
+        ValueError: a pair listed twice in either frame, or a malformed RLE (naming the pair).
     """
     images = pd.unique(submission["ImageId"])
     pairs = pd.DataFrame({
         "ImageId": np.repeat(images, len(CLASS_IDS)),
         "ClassId": np.tile(np.array(CLASS_IDS), len(images)),
     })
-    predicted = submission[submission["ClassId"].isin(CLASS_IDS) & (submission["EncodedPixels"] != "")]
-    if predicted.duplicated(["ImageId", "ClassId"]).any():
-        first = predicted[predicted.duplicated(["ImageId", "ClassId"])].iloc[0]
-        raise ValueError(f"submission has more than one mask for {first.ImageId} class {first.ClassId}")
-    true = truth[truth["ClassId"].isin(CLASS_IDS) & (truth["EncodedPixels"] != "")]
+    predicted = _masks_by_pair(submission, "submission")
+    true = _masks_by_pair(truth, "truth")
     merged = pairs.merge(predicted.rename(columns={"EncodedPixels": "predicted"}), how="left",
                          on=["ImageId", "ClassId"])
-    merged = merged.merge(true.rename(columns={"EncodedPixels": "true"}).drop_duplicates(["ImageId", "ClassId"]),
-                          how="left", on=["ImageId", "ClassId"])
-    areas = np.array(
-        [pair_areas(p if isinstance(p, str) else "", t if isinstance(t, str) else "", num_pixels)
-         for p, t in zip(merged["predicted"], merged["true"], strict=True)],
-        dtype=np.int64,
-    ).reshape(-1, 3)
+    merged = merged.merge(true.rename(columns={"EncodedPixels": "true"}), how="left",
+                          on=["ImageId", "ClassId"])
+    areas = np.zeros((len(merged), 3), dtype=np.int64)  # predicted area, true area, intersection
+    for row, (image_id, class_id, predicted_rle, true_rle) in enumerate(merged.itertuples(index=False)):
+        predicted_rle = predicted_rle if isinstance(predicted_rle, str) else ""
+        true_rle = true_rle if isinstance(true_rle, str) else ""
+        if predicted_rle or true_rle:
+            try:
+                areas[row] = pair_areas(predicted_rle, true_rle, num_pixels)
+            except ValueError as error:
+                side = "submission" if validate(predicted_rle, num_pixels) else "truth"
+                raise ValueError(f"{side} mask of {image_id} class {class_id}: {error}") from None
     result = pairs.copy()
     result["predicted_area"], result["true_area"], result["intersection"] = areas.T
     result["dice"] = dice_from_areas(areas[:, 0], areas[:, 1], areas[:, 2])

@@ -6,9 +6,32 @@ an encoding is sorted, non-overlapping ``start length`` pairs; ``""`` is the emp
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from .constants import HEIGHT, WIDTH
+
+_PLAIN = re.compile(r"[0-9 \t\n\r\f\v]*")  # ASCII digits and whitespace: parsed in C by np.fromstring
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_LARGEST = 2**62  # values beyond this could overflow int64 run ends; no image has that many pixels
+
+
+def _integers(rle: str) -> np.ndarray:
+    """The integers of a non-blank RLE string, in order (``ValueError`` for anything else)."""
+    if _PLAIN.fullmatch(rle):
+        values = np.fromstring(rle, dtype=np.int64, sep=" ")  # saturates on overflow: checked below
+        if values.max() < _LARGEST:
+            return values
+    tokens = rle.split()
+    bad = next((token for token in tokens if not _INTEGER.fullmatch(token)), None)
+    if bad is not None:
+        raise ValueError(f"RLE value {bad!r} is not an integer")
+    numbers = [int(token) for token in tokens]
+    huge = next((number for number in numbers if abs(number) >= _LARGEST), None)
+    if huge is not None:
+        raise ValueError(f"RLE value {huge} is far beyond the image's pixels")
+    return np.array(numbers, dtype=np.int64)
 
 
 def parse_runs(rle: str, num_pixels: int) -> tuple[np.ndarray, np.ndarray]:
@@ -28,25 +51,21 @@ def parse_runs(rle: str, num_pixels: int) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     if not isinstance(rle, str):
         raise ValueError(f"RLE must be a string, got {type(rle).__name__}")
-    tokens = rle.split()
-    if not tokens:
+    if not rle or rle.isspace():
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    if len(tokens) % 2:
-        raise ValueError(f"RLE has an odd number of values ({len(tokens)}): it must be start/length pairs")
-    try:
-        values = np.array(tokens, dtype=np.int64)
-    except (ValueError, OverflowError):
-        bad = next(t for t in tokens if not t.lstrip("+-").isdigit())
-        raise ValueError(f"RLE value {bad!r} is not an integer") from None
+    values = _integers(rle)
+    if len(values) % 2:
+        raise ValueError(f"RLE has an odd number of values ({len(values)}): it must be start/length pairs")
     starts, lengths = values[0::2], values[1::2]
-    if (starts < 1).any():
-        raise ValueError(f"RLE start {int(starts[starts < 1][0])} is not positive (pixels are numbered from 1)")
-    if (lengths < 1).any():
+    if starts.min() < 1:
+        first = int(starts[starts < 1][0])
+        raise ValueError(f"RLE start {first} is not positive (pixels are numbered from 1)")
+    if lengths.min() < 1:
         raise ValueError(f"RLE run length {int(lengths[lengths < 1][0])} is not positive")
     ends = starts + lengths - 1  # last pixel of each run, 1-indexed
     if len(starts) > 1:
         gaps = starts[1:] - ends[:-1]
-        if (gaps < 1).any():
+        if gaps.min() < 1:
             i = int(np.argmax(gaps < 1))
             kind = "unsorted" if starts[i + 1] < starts[i] else "overlapping"
             raise ValueError(
@@ -66,14 +85,21 @@ def decode(rle: str, shape: tuple[int, int] = (HEIGHT, WIDTH)) -> np.ndarray:
         shape: ``(height, width)`` of the image.
 
     Returns:
-        bool array of ``shape``.
+        bool array of ``shape`` (a column-major view: ``np.ascontiguousarray`` it for row-major work).
     """
     height, width = shape
-    starts, lengths = parse_runs(rle, height * width)
-    flat = np.zeros(height * width + 1, dtype=np.int8)  # column-major pixels
-    flat[starts] += 1  # starts are unique, and so are run ends: no np.add.at needed
-    flat[starts + lengths] -= 1
-    return np.cumsum(flat[:-1], dtype=np.int8).astype(bool).reshape(width, height).T
+    num_pixels = height * width
+    starts, lengths = parse_runs(rle, num_pixels)
+    # The mask alternates gap, run, gap, ..., run, gap: repeat False/True by those counts.
+    counts = np.empty(2 * len(starts) + 1, dtype=np.int64)
+    counts[1::2] = lengths
+    counts[0:-1:2] = starts
+    counts[2:-1:2] -= starts[:-1] + lengths[:-1]  # gap = start - end of the previous run
+    counts[-1] = num_pixels - (starts[-1] + lengths[-1] if len(starts) else 0)
+    values = np.zeros(len(counts), dtype=bool)
+    values[1::2] = True
+    flat = np.repeat(values, counts)  # (height * width,) column-major pixels
+    return flat.reshape(width, height).T
 
 
 def encode(mask: np.ndarray) -> str:
@@ -85,18 +111,27 @@ def encode(mask: np.ndarray) -> str:
     Returns:
         ``"start length ..."`` (1-indexed, column-major), or ``""`` for an empty mask.
     """
+    mask = np.asarray(mask)
     if mask.ndim != 2:
         raise ValueError(f"mask must be 2-D (height, width), got shape {mask.shape}")
-    flat = np.asarray(mask, dtype=bool).T.ravel()  # column-major order
-    padded = np.empty(flat.size + 2, dtype=np.int8)
-    padded[0] = padded[-1] = 0
-    padded[1:-1] = flat
-    changes = np.flatnonzero(padded[1:] != padded[:-1])  # 0-indexed run starts and ends
+    height, width = mask.shape
+    pixels = mask if mask.dtype == bool else mask.astype(bool)
+    # Column-major run boundaries, found without transposing the mask: changes inside a column
+    # (row-major search over pairs of rows) and changes between the bottom of a column and the top
+    # of the next one; a boundary is the 0-indexed pixel where a run starts or ends.
+    inside = np.flatnonzero(pixels[1:] != pixels[:-1])  # (height - 1) x width, row-major
+    rows, columns = np.divmod(inside, width)
+    previous_bottom = np.concatenate(([False], pixels[-1, :-1]))  # pixel before each column's top
+    tops = np.flatnonzero(pixels[0] != previous_bottom)
+    changes = np.concatenate((columns * height + rows + 1, tops * height))
+    if pixels[-1, -1]:
+        changes = np.append(changes, height * width)  # a run reaching the last pixel ends there
     if changes.size == 0:
         return ""
+    changes.sort()
     changes[1::2] -= changes[0::2]  # ends -> lengths
     changes[0::2] += 1  # 1-indexed starts
-    return " ".join(map(str, changes.tolist()))
+    return " ".join(["%d"] * changes.size) % tuple(changes.tolist())
 
 
 def area(rle: str) -> int:
