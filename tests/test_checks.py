@@ -48,7 +48,8 @@ def test_check_image_bytes_other_shape():
 def test_digest_and_duplicates():
     assert digest(b"abc") == digest(b"abc") != digest(b"abd")
     digests = {"c.jpg": "x", "a.jpg": "y", "b.jpg": "x", "d.jpg": "y", "e.jpg": "z"}
-    assert find_duplicates(digests) == ["byte-identical images: a.jpg, d.jpg", "byte-identical images: b.jpg, c.jpg"]
+    assert find_duplicates(digests) == ["byte-identical images: a.jpg, d.jpg",
+                                        "byte-identical images: b.jpg, c.jpg"]
     assert find_duplicates({"a.jpg": "x", "b.jpg": "y"}) == []
 
 
@@ -84,7 +85,8 @@ def test_check_label_frame_reports_every_problem():
 ])
 def test_check_label_frame_rle(rle, reason):
     frame = pd.DataFrame({"ImageId": ["a.jpg"], "ClassId": [2], "EncodedPixels": [rle]})
-    expected = [] if reason is None else [f"labels.csv line 2: invalid EncodedPixels for a.jpg class 2: {reason}"]
+    prefix = "labels.csv line 2: invalid EncodedPixels for a.jpg class 2"
+    expected = [] if reason is None else [f"{prefix}: {reason}"]
     assert check_label_frame(frame, ["a.jpg"], source="labels.csv") == expected
 
 
@@ -93,8 +95,8 @@ def make_data_dir(root: Path, train=3, test=2) -> Path:
     (root / "train_images").mkdir(parents=True)
     for index in range(train):
         (root / "train_images" / f"t{index}.jpg").write_bytes(jpeg(10 + 20 * index))
-    pd.DataFrame({"ImageId": ["t0.jpg", "t1.jpg"], "ClassId": [1, 3], "EncodedPixels": ["1 10", "300 20"]}).to_csv(
-        root / "train.csv", index=False)
+    labels = {"ImageId": ["t0.jpg", "t1.jpg"], "ClassId": [1, 3], "EncodedPixels": ["1 10", "300 20"]}
+    pd.DataFrame(labels).to_csv(root / "train.csv", index=False)
     if test:
         (root / "test_images").mkdir()
         names = [f"s{index}.jpg" for index in range(test)]
@@ -108,7 +110,8 @@ def make_data_dir(root: Path, train=3, test=2) -> Path:
 def test_check_data_directory_clean(tmp_path):
     problems, summary = check_data_directory(make_data_dir(tmp_path), workers=2)
     assert problems == []
-    assert summary == f"{tmp_path}: 3 train images, 2 with defects (2 masks), 2 test images, sample_submission.csv"
+    assert summary == (f"{tmp_path}: 3 train images, 2 with defects (2 masks), 2 test images, "
+                       "sample_submission.csv")
 
 
 def test_check_data_directory_training_only(tmp_path):

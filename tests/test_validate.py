@@ -34,7 +34,8 @@ def test_valid_submissions(text):
     ("ImageId,EncodedPixels,ClassId,Extra\na.jpg,,1,x\n",
      ["header is ImageId,EncodedPixels,ClassId,Extra: expected ImageId,EncodedPixels,ClassId "
       "(or the 2019 layout ImageId_ClassId,EncodedPixels)"]),
-    ("ImageId,EncodedPixels,ClassId\n", ["2 of 2 test images have no row: a.jpg, b.jpg", "the submission has no rows"]),
+    ("ImageId,EncodedPixels,ClassId\n",
+     ["2 of 2 test images have no row: a.jpg, b.jpg", "the submission has no rows"]),
     ("ImageId,EncodedPixels,ClassId\na.jpg,,1\n", ["1 of 2 test images have no row: b.jpg"]),
     ("ImageId,EncodedPixels,ClassId\na.jpg,,1\nb.jpg,,1\nz.jpg,,1\n",
      ["1 images are not in the test set: z.jpg"]),
@@ -46,10 +47,13 @@ def test_valid_submissions(text):
      ["line 4: duplicate row for (a.jpg, class 1)", "line 6: duplicate row for (b.jpg, class 2)"]),
     ("ImageId,EncodedPixels,ClassId\na.jpg,5 3 1 2,1\nb.jpg,1 5 3 2,2\na.jpg,0 2,3\nb.jpg,409600 2,4\n"
      "a.jpg,1 2 3,2\nb.jpg,1 -2,3\nb.jpg,1 x,1\n",
-     ["line 2: invalid EncodedPixels for a.jpg: RLE runs are unsorted: run 2 starts at 1 but run 1 covers 5..7",
-      "line 3: invalid EncodedPixels for b.jpg: RLE runs are overlapping: run 2 starts at 3 but run 1 covers 1..5",
+     ["line 2: invalid EncodedPixels for a.jpg: RLE runs are unsorted: run 2 starts at 1 but run 1 "
+      "covers 5..7",
+      "line 3: invalid EncodedPixels for b.jpg: RLE runs are overlapping: run 2 starts at 3 but run 1 "
+      "covers 1..5",
       "line 4: invalid EncodedPixels for a.jpg: RLE start 0 is not positive (pixels are numbered from 1)",
-      "line 5: invalid EncodedPixels for b.jpg: RLE run ends at pixel 409601, beyond the image's 409600 pixels",
+      "line 5: invalid EncodedPixels for b.jpg: RLE run ends at pixel 409601, beyond the image's 409600 "
+      "pixels",
       "line 6: invalid EncodedPixels for a.jpg: RLE has an odd number of values (3): it must be start/length "
       "pairs",
       "line 7: invalid EncodedPixels for b.jpg: RLE run length -2 is not positive",
@@ -102,8 +106,8 @@ def test_stage(tmp_path, capsys, repo_root):
     for name in names:
         (images / name).write_bytes(b"")
     good = tmp_path / "good.csv"
-    pd.DataFrame({"ImageId": names, "EncodedPixels": ["1 5"] * 10 + [""] * 20, "ClassId": [1] * 5 + [3] * 25}).to_csv(
-        good, index=False)
+    rows = {"ImageId": names, "EncodedPixels": ["1 5"] * 10 + [""] * 20, "ClassId": [1] * 5 + [3] * 25}
+    pd.DataFrame(rows).to_csv(good, index=False)
     assert main([str(good), "--images", str(images)]) == 0
     assert capsys.readouterr().out == (
         f"{good} is valid: 30 rows, 30 images, 10 non-empty masks (class 1: 5, 2: 0, 3: 5, 4: 0); "
