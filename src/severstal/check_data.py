@@ -75,7 +75,7 @@ def bad_images(data_dir: str | os.PathLike, split: str = "train", workers: int |
         progress: show a tqdm bar.
 
     Returns:
-        ``{file name: reason}``; empty when every image is fine. Takes about 1 ms per image per core.
+        ``{file name: reason}``; empty when every image is fine. About 1 s per 1,000 images on 2 cores.
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
