@@ -10,9 +10,8 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("SM_FRAMEWORK", "tf.keras")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import segmentation_models as sm  # noqa: E402  (prints its framework once)
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
-
-import segmentation_models as sm  # noqa: E402  (prints its framework once)
 
 __all__ = ["tf", "keras", "sm"]
