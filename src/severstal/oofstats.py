@@ -310,6 +310,15 @@ class OOFStatistics:
     def count(self) -> int:
         return int(self.true_area.shape[0])
 
+    def select(self, rows: np.ndarray) -> OOFStatistics:
+        """The statistics of some images (``rows``: a boolean mask or indices), e.g. of one fold."""
+        gate = self.classifier_probabilities
+        return OOFStatistics(
+            image_ids=self.image_ids[rows], folds=self.folds[rows], pixel_thresholds=self.pixel_thresholds,
+            min_component_sizes=self.min_component_sizes, predicted_area=self.predicted_area[rows],
+            intersection=self.intersection[rows], true_area=self.true_area[rows],
+            classifier_probabilities=None if gate is None else gate[rows])
+
 
 def combine_folds(segmentation: Sequence[dict], classifier: Sequence[dict] | None = None) -> OOFStatistics:
     """Join the loaded files of all folds.

@@ -1,0 +1,273 @@
+"""Search the post-processing thresholds of each class on out-of-fold statistics.
+
+Mean Dice over (image, class) pairs is a sum over classes, so each class is tuned alone. For a
+class, a pixel threshold ``p`` and a minimum component size ``s`` fix each image's predicted
+area ``a_i``, its Dice when kept ``d_i`` and its Dice when emptied ``e_i = [true area == 0]``.
+A minimum area ``A`` and a classifier threshold ``G`` keep image ``i`` when ``a_i >= A`` and
+``c_i >= G``, so the summed Dice is ``sum(e) + sum of (d_i - e_i) over kept images``: a weighted
+2-D histogram of the gains over (area bin, classifier bin) with reverse cumulative sums scores
+every ``(A, G)`` at once. Per-fold histograms give the held-out check for free: thresholds
+tuned on the other folds' histograms are scored on each fold's own.
+
+Ties (scores within ``TIE_TOLERANCE`` of the best, in summed Dice) go to the simplest setting:
+the lowest classifier threshold, then the lowest minimum area, then the smallest component
+size, then the pixel threshold closest to 0.5 (the lower one when two are equally close).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .constants import CLASS_IDS, NUM_CLASSES
+from .metric import dice_from_areas
+from .oofstats import OOFStatistics, check_grid
+from .postprocess import DEFAULT_THRESHOLDS, ClassThresholds, per_class_thresholds
+
+TIE_TOLERANCE = 1e-9  # in summed Dice: far below the smallest change one image's Dice can make
+GRID_KEYS = ("pixel_thresholds", "min_component_sizes", "min_areas", "classifier_thresholds")
+
+
+@dataclass(frozen=True)
+class SearchGrid:
+    """The tuning grid (``config["tune"]``); every axis strictly increasing."""
+
+    pixel_thresholds: tuple[float, ...]
+    min_component_sizes: tuple[int, ...]
+    min_areas: tuple[int, ...]
+    classifier_thresholds: tuple[float, ...]
+
+    def __post_init__(self):
+        pixels, sizes = check_grid(self.pixel_thresholds, self.min_component_sizes)
+        areas = np.asarray(self.min_areas, dtype=np.int64)
+        gates = np.asarray(self.classifier_thresholds, dtype=np.float64)
+        for name, axis in (("min_areas", areas), ("classifier_thresholds", gates)):
+            if axis.ndim != 1 or axis.size == 0 or np.any(np.diff(axis) <= 0):
+                raise ValueError(f"{name} must be a non-empty, strictly increasing list, got {axis.tolist()}")
+        if areas[0] < 0 or gates[0] < 0 or gates[-1] > 1:
+            raise ValueError(f"min_areas must be >= 0 and classifier_thresholds in [0, 1], got "
+                             f"{areas.tolist()} and {gates.tolist()}")
+        object.__setattr__(self, "pixel_thresholds", tuple(float(v) for v in pixels))
+        object.__setattr__(self, "min_component_sizes", tuple(int(v) for v in sizes))
+        object.__setattr__(self, "min_areas", tuple(int(v) for v in areas))
+        object.__setattr__(self, "classifier_thresholds", tuple(float(v) for v in gates))
+
+    @classmethod
+    def from_dict(cls, values: Mapping) -> SearchGrid:
+        """From ``config["tune"]`` (extra keys are ignored, missing ones are an error)."""
+        missing = [key for key in GRID_KEYS if key not in values]
+        if missing:
+            raise ValueError(f"the tuning grid lacks {missing}")
+        return cls(**{key: tuple(values[key]) for key in GRID_KEYS})
+
+    def to_dict(self) -> dict:
+        return {key: list(getattr(self, key)) for key in GRID_KEYS}
+
+    def matches(self, pixel_thresholds: Sequence[float], min_component_sizes: Sequence[int]) -> bool:
+        """Whether statistics computed on these two axes fit this grid."""
+        pixels = np.asarray(pixel_thresholds, dtype=np.float64)
+        return (pixels.shape == (len(self.pixel_thresholds),)
+                and np.allclose(pixels, self.pixel_thresholds, rtol=0, atol=1e-9)
+                and [int(v) for v in min_component_sizes] == list(self.min_component_sizes))
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """(P, C, A, G): the shape of a score table."""
+        return tuple(len(getattr(self, key)) for key in GRID_KEYS)
+
+
+def grid_index(values: Sequence[float], value: float, name: str) -> int:
+    """Position of ``value`` on a grid axis (ValueError when it is not on it)."""
+    matches = np.flatnonzero(np.isclose(np.asarray(values, dtype=np.float64), value, rtol=0, atol=1e-9))
+    if matches.size == 0:
+        raise ValueError(f"{name} {value} is not on the statistics' grid {list(values)}")
+    return int(matches[0])
+
+
+def pair_dice(stats: OOFStatistics, thresholds) -> np.ndarray:
+    """Dice of every (image, class) pair under given thresholds, exactly as post-processing gives it.
+
+    Args:
+        stats: OOF statistics; each class's pixel threshold and component size must be on their grid.
+        thresholds: see ``postprocess.per_class_thresholds`` (one, four, or a dict by class id).
+            A classifier threshold above 0 needs classifier probabilities in ``stats``.
+
+    Returns:
+        (N, 4) float64 Dice per image and class.
+    """
+    dice = np.empty((stats.count, NUM_CLASSES), dtype=np.float64)
+    for channel, setting in enumerate(per_class_thresholds(thresholds)):
+        pixel = grid_index(stats.pixel_thresholds, setting.pixel_threshold, "pixel_threshold")
+        size = grid_index(stats.min_component_sizes, setting.min_component_size, "min_component_size")
+        area = stats.predicted_area[:, channel, pixel, size]  # (N,)
+        true_area = stats.true_area[:, channel]
+        kept = area >= setting.min_area
+        if setting.classifier_threshold > 0:
+            if stats.classifier_probabilities is None:
+                raise ValueError(f"class {CLASS_IDS[channel]} gates on the classifier (threshold "
+                                 f"{setting.classifier_threshold}) but there are no classifier probabilities")
+            gate = stats.classifier_probabilities[:, channel].astype(np.float64)
+            kept &= gate >= setting.classifier_threshold
+        kept_dice = dice_from_areas(area, true_area, stats.intersection[:, channel, pixel, size])
+        dice[:, channel] = np.where(kept, kept_dice, true_area == 0)
+    return dice
+
+
+def evaluate_thresholds(stats: OOFStatistics, thresholds) -> tuple[np.ndarray, float]:
+    """Per-class mean Dice (4,) and the overall mean Dice (the Kaggle score) of given thresholds."""
+    dice = pair_dice(stats, thresholds)
+    return dice.mean(axis=0), float(dice.mean())
+
+
+def class_histograms(
+    stats: OOFStatistics, channel: int, grid: SearchGrid, groups: np.ndarray, num_groups: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Gain histograms of one class, per group of images (folds).
+
+    Returns:
+        ``gains`` (K, P, C, A + 1, G + 1): summed ``kept Dice - empty Dice`` of the images of each
+        group by area bin (how many minimum areas the area reaches) and classifier bin (how many
+        classifier thresholds the probability reaches); ``empty`` (K,): summed empty Dice.
+    """
+    num_pixel, num_size, num_area, num_gate = grid.shape
+    area = stats.predicted_area[:, channel]  # (N, P, C)
+    true_area = stats.true_area[:, channel][:, None, None]  # (N, 1, 1)
+    empty_dice = (true_area == 0).astype(np.float64)
+    gains = dice_from_areas(area, true_area, stats.intersection[:, channel]) - empty_dice  # (N, P, C)
+    area_bin = np.searchsorted(np.asarray(grid.min_areas), area, side="right")  # (N, P, C) in 0..A
+    if stats.classifier_probabilities is None:
+        gate_bin = np.full(stats.count, num_gate, dtype=np.int64)  # no classifier: every gate passes
+    else:
+        probability = stats.classifier_probabilities[:, channel].astype(np.float64)
+        gate_bin = np.searchsorted(np.asarray(grid.classifier_thresholds), probability, side="right")
+    setting = np.arange(num_pixel * num_size).reshape(num_pixel, num_size)  # (P, C)
+    index = (groups[:, None, None] * (num_pixel * num_size) + setting) * (num_area + 1) + area_bin
+    index = index * (num_gate + 1) + gate_bin[:, None, None]  # (N, P, C) flat histogram cell
+    shape = (num_groups, num_pixel, num_size, num_area + 1, num_gate + 1)
+    histogram = np.bincount(index.ravel(), weights=gains.ravel(), minlength=int(np.prod(shape)))
+    histogram = histogram.reshape(shape)
+    empty = np.bincount(groups, weights=empty_dice.ravel(), minlength=num_groups)
+    return histogram, empty
+
+
+def summed_scores(histogram: np.ndarray, empty: float) -> np.ndarray:
+    """Summed Dice (P, C, A, G) of every setting from a (P, C, A + 1, G + 1) gain histogram."""
+    reverse = histogram[..., ::-1, ::-1]
+    kept = reverse.cumsum(axis=-1).cumsum(axis=-2)[..., ::-1, ::-1]  # sums over bins >= (a, g)
+    return empty + kept[..., 1:, 1:]
+
+
+def best_setting(scores: np.ndarray, grid: SearchGrid) -> tuple[int, int, int, int]:
+    """Index (p, c, a, g) of the best score, ties to the simplest setting (module docstring)."""
+    candidates = np.argwhere(scores >= scores.max() - TIE_TOLERANCE)  # (M, 4)
+    pixels = np.asarray(grid.pixel_thresholds)
+    pixel_rank = np.lexsort((pixels, np.abs(pixels - DEFAULT_THRESHOLDS.pixel_threshold))).argsort()
+    order = np.lexsort((pixel_rank[candidates[:, 0]], candidates[:, 1], candidates[:, 2], candidates[:, 3]))
+    return tuple(int(v) for v in candidates[order[0]])
+
+
+def setting_thresholds(grid: SearchGrid, index: tuple[int, int, int, int]) -> ClassThresholds:
+    pixel, size, area, gate = index
+    """The thresholds at a score-table index (p, c, a, g)."""
+    return ClassThresholds(
+        pixel_threshold=grid.pixel_thresholds[pixel], min_component_size=grid.min_component_sizes[size],
+        min_area=grid.min_areas[area], classifier_threshold=grid.classifier_thresholds[gate])
+
+
+@dataclass
+class SearchResult:
+    """What :func:`search_thresholds` finds; scores are mean Dice over (image, class) pairs."""
+
+    thresholds: list[ClassThresholds]  # per class, tuned on all folds
+    grid: SearchGrid  # the grid searched (classifier axis (0.0,) when there is no classifier)
+    tuned_per_class: np.ndarray  # (4,) in-sample (CV) Dice of the tuned thresholds
+    default_per_class: np.ndarray  # (4,) Dice of untuned defaults (0.5, no gate, no minimum area)
+    heldout_per_class: np.ndarray | None  # (4,) each fold scored with thresholds tuned on the others
+    heldout_per_fold: dict[int, float]  # fold -> mean Dice of its images under the others' thresholds
+    heldout_thresholds: dict[int, list[ClassThresholds]]  # fold -> thresholds tuned without it
+    score_tables: np.ndarray  # (4, P, C, A, G) class mean Dice of every setting
+    images: int
+    positives: np.ndarray  # (4,) images with a non-empty true mask per class
+    gated: bool  # whether classifier probabilities were searched
+
+    @property
+    def tuned_mean(self) -> float:
+        return float(self.tuned_per_class.mean())
+
+    @property
+    def default_mean(self) -> float:
+        return float(self.default_per_class.mean())
+
+    @property
+    def heldout_mean(self) -> float | None:
+        return None if self.heldout_per_class is None else float(self.heldout_per_class.mean())
+
+
+def search_thresholds(stats: OOFStatistics, grid: SearchGrid) -> SearchResult:
+    """Tune each class's four thresholds on OOF statistics, with the held-out-fold check.
+
+    Args:
+        stats: statistics of all folds; their pixel-threshold and component-size grids must
+            equal ``grid``'s. Without classifier probabilities the gate is not searched
+            (classifier threshold 0).
+        grid: the settings to try.
+
+    Returns:
+        :class:`SearchResult`. The held-out scores need at least two folds (else None / empty).
+    """
+    if not grid.matches(stats.pixel_thresholds, stats.min_component_sizes):
+        raise ValueError(f"the statistics were computed on pixel thresholds "
+                         f"{stats.pixel_thresholds.tolist()} and component sizes "
+                         f"{stats.min_component_sizes.tolist()}, the grid asks for "
+                         f"{list(grid.pixel_thresholds)} and {list(grid.min_component_sizes)}")
+    gated = stats.classifier_probabilities is not None
+    if not gated:
+        grid = SearchGrid(grid.pixel_thresholds, grid.min_component_sizes, grid.min_areas, (0.0,))
+    fold_ids, groups = np.unique(stats.folds, return_inverse=True)
+    num_folds = fold_ids.size
+    tables = np.empty((NUM_CLASSES, *grid.shape), dtype=np.float64)
+    tuned, heldout_sums = [], np.zeros(NUM_CLASSES)
+    heldout_thresholds = {int(fold): [] for fold in fold_ids}
+    heldout_fold_sums = np.zeros(num_folds)
+    for channel in range(NUM_CLASSES):
+        histograms, empty = class_histograms(stats, channel, grid, groups, num_folds)
+        scores = summed_scores(histograms.sum(axis=0), empty.sum())  # (P, C, A, G)
+        tables[channel] = scores / stats.count
+        tuned.append(setting_thresholds(grid, best_setting(scores, grid)))
+        if num_folds < 2:
+            continue
+        for position, fold in enumerate(fold_ids):
+            others = np.delete(np.arange(num_folds), position)
+            index = best_setting(summed_scores(histograms[others].sum(axis=0), empty[others].sum()), grid)
+            heldout_thresholds[int(fold)].append(setting_thresholds(grid, index))
+            fold_score = summed_scores(histograms[position], empty[position])[index]
+            heldout_sums[channel] += fold_score
+            heldout_fold_sums[position] += fold_score
+    fold_sizes = np.bincount(groups, minlength=num_folds)
+    return SearchResult(
+        thresholds=tuned,
+        grid=grid,
+        tuned_per_class=evaluate_thresholds(stats, tuned)[0],
+        default_per_class=evaluate_thresholds(stats, DEFAULT_THRESHOLDS)[0],
+        heldout_per_class=heldout_sums / stats.count if num_folds >= 2 else None,
+        heldout_per_fold=({int(fold): float(heldout_fold_sums[i] / (NUM_CLASSES * fold_sizes[i]))
+                           for i, fold in enumerate(fold_ids)} if num_folds >= 2 else {}),
+        heldout_thresholds=heldout_thresholds if num_folds >= 2 else {},
+        score_tables=tables,
+        images=stats.count,
+        positives=np.count_nonzero(stats.true_area > 0, axis=0),
+        gated=gated,
+    )
+
+
+def thresholds_from_document(document: Mapping) -> list[ClassThresholds]:
+    """The per-class thresholds of a thresholds.json document (docs/thresholds-format.md).
+
+    Returns:
+        ``[ClassThresholds] * 4`` in channel order (class ids 1..4).
+    """
+    if not isinstance(document, Mapping) or not isinstance(document.get("classes"), Mapping):
+        raise ValueError("a thresholds document must hold a 'classes' mapping from class ids to thresholds")
+    return per_class_thresholds(document["classes"])
