@@ -1,0 +1,157 @@
+"""Write the embedded Severstal-like demo data set (synthetic, seeded) in Kaggle's layout.
+
+The directory gets ``train.csv`` (``ImageId,ClassId,EncodedPixels``, non-empty masks only),
+``train_images/*.jpg``, ``test_images/*.jpg``, ``sample_submission.csv`` like the official one,
+``test_labels.csv`` (the test images' truth, same layout as train.csv, so a demo submission can be
+scored) and ``.demo.json`` (what was generated). Everything is written into a temporary sibling
+directory that is renamed into place at the end, so an interrupted run leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import cv2
+import pandas as pd
+from tqdm import tqdm
+
+from . import synthetic
+from .cli import UserError, add_config_arguments, config_from_args, run_main
+from .constants import LONG_COLUMNS, NUM_PIXELS, SUBMISSION_COLUMNS
+from .rle import encode
+
+MARKER = ".demo.json"
+GENERATOR = "severstal demo-data"
+VERSION = 1  # bump whenever the generator's output changes: old demo sets are then rebuilt
+JPEG_QUALITY = 90
+IMAGE_DIRS = {"train": "train_images", "test": "test_images"}
+LABEL_FILES = {"train": "train.csv", "test": "test_labels.csv"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="severstal demo-data", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser, data=False)
+    parser.add_argument("--out", default=None, help="directory to write (default: the config's data.dir)")
+    parser.add_argument("--train", type=int, default=None, help="training images (default: the config's demo.train)")
+    parser.add_argument("--test", type=int, default=None, help="test images (default: the config's demo.test)")
+    parser.add_argument("--seed", type=int, default=None, help="data set seed (default: the config's demo.seed)")
+    return parser
+
+
+def demo_settings(args: argparse.Namespace, config) -> dict:
+    """``{"train", "test", "seed"}`` from the options, falling back on the config's ``demo`` section."""
+    settings = {}
+    for key in ("train", "test", "seed"):
+        value = getattr(args, key)
+        if value is None:
+            value = config.get(f"demo.{key}")
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise UserError(f"demo {key} must be an integer: give --{key} or set demo.{key} in {config.source}")
+        settings[key] = value
+    if settings["train"] < 1 or settings["test"] < 1:
+        raise UserError(f"--train and --test must be at least 1, got {settings['train']} and {settings['test']}")
+    if settings["seed"] < 0:
+        raise UserError(f"--seed must be >= 0, got {settings['seed']}")
+    return settings
+
+
+def read_marker(directory: Path) -> dict | None:
+    """The demo set's record in ``directory``, or None when there is none (or it is not ours)."""
+    try:
+        marker = json.loads((directory / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) and marker.get("generator") == GENERATOR else None
+
+
+def is_complete(directory: Path, marker: dict) -> bool:
+    """Whether every file of the demo set ``marker`` describes is in ``directory``."""
+    for split, folder in IMAGE_DIRS.items():
+        images = directory / folder
+        if not images.is_dir() or sum(1 for name in os.listdir(images) if name.endswith(".jpg")) != marker.get(split):
+            return False
+    return all((directory / name).is_file() for name in (*LABEL_FILES.values(), "sample_submission.csv"))
+
+
+def write_demo_set(directory: Path, settings: dict) -> None:
+    """Generate the demo set described by ``settings`` into ``directory`` (which must exist and be empty)."""
+    plan = synthetic.plan_dataset(settings["train"], settings["test"], settings["seed"])
+    progress = tqdm(total=settings["train"] + settings["test"], desc="demo images", unit="img")
+    with progress:
+        for split, specs in plan.items():
+            folder = directory / IMAGE_DIRS[split]
+            folder.mkdir()
+            rows = []
+            for spec in specs:
+                image, masks = synthetic.render(spec)  # (256, 1600, 3), (256, 1600, 4)
+                ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+                if not ok:
+                    raise RuntimeError(f"OpenCV could not encode {spec.image_id} as JPEG")
+                (folder / spec.image_id).write_bytes(jpeg.tobytes())
+                rows += [(spec.image_id, class_id, encode(masks[..., class_id - 1])) for class_id in spec.classes]
+                progress.update()
+            labels = pd.DataFrame(sorted(rows), columns=list(LONG_COLUMNS))
+            labels.to_csv(directory / LABEL_FILES[split], index=False, lineterminator="\n")
+    submission = pd.DataFrame({"ImageId": [spec.image_id for spec in plan["test"]],
+                               "EncodedPixels": f"1 {NUM_PIXELS}", "ClassId": 0})
+    submission[list(SUBMISSION_COLUMNS)].to_csv(directory / "sample_submission.csv", index=False, lineterminator="\n")
+    marker = {"generator": GENERATOR, "version": VERSION, **settings}
+    (directory / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+
+
+def describe(settings: dict) -> str:
+    return f"{settings['train']} train and {settings['test']} test images, seed {settings['seed']}"
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    out = Path(args.out) if args.out else config.data_dir
+    settings = demo_settings(args, config)
+    wanted = {"generator": GENERATOR, "version": VERSION, **settings}
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file, not a directory: choose another --out")
+    existing = read_marker(out) if out.is_dir() else None
+    if existing is not None and not is_complete(out, existing):
+        existing = None
+    if existing == wanted:
+        print(f"demo data in {out} is already complete ({describe(settings)}): nothing to do")
+        return 0
+    if out.is_dir() and existing is None and any(out.iterdir()):
+        raise UserError(
+            f"{out} is not empty and is not a complete demo data set (no valid {MARKER} or files missing), "
+            "so nothing was written. Choose an empty or new directory with --out, or delete this one "
+            "if it only holds an earlier, interrupted demo set."
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.parent / f".{out.name}.partial"
+    old = out.parent / f".{out.name}.old"
+    for leftover in (partial, old):  # from a run that was killed
+        shutil.rmtree(leftover, ignore_errors=True)
+    partial.mkdir()
+    try:
+        write_demo_set(partial, settings)
+        if existing is not None:
+            print(f"replacing the demo set in {out} ({describe(existing)}) with {describe(settings)}")
+            os.replace(out, old)
+        elif out.is_dir():
+            out.rmdir()  # empty
+        os.replace(partial, out)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    print(f"wrote the demo data set to {out} ({describe(settings)})")
+    return 0
+
+
+def main(argv=None) -> int:
+    return run_main(build_parser(), run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
