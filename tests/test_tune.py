@@ -8,13 +8,7 @@ import pytest
 
 from severstal import tune
 from severstal.config import load_config
-from severstal.oofstats import (
-    combine_folds,
-    load_classifier_oof,
-    load_segmentation_oof,
-    save_classifier_oof,
-    save_segmentation_oof,
-)
+from severstal.oofstats import save_classifier_oof, save_segmentation_oof
 from severstal.thresholds import SearchGrid, search_thresholds, thresholds_from_document
 
 CONFIG = "configs/demo.yaml"  # 2 folds; experiment "demo"
@@ -59,8 +53,8 @@ def test_tune_writes_thresholds_heatmaps_and_the_cv_line(workdir, capsys):
     assert output.strip().splitlines()[-1] == f"cv_mean_dice {document['cv_mean_dice']:.6f}"
     assert "held-out" in output and "fold 0" in output
 
-    stats = combine_folds([load_segmentation_oof(config.fold_dir("seg", f) / "oof.npz") for f in range(2)],
-                          [load_classifier_oof(config.fold_dir("cls", f) / "oof.npz") for f in range(2)])
+    stats = tune.load_oof(config)
+    assert stats.count == 24 and stats.classifier_probabilities is not None
     result = search_thresholds(stats, SearchGrid.from_dict(config["tune"]))
     assert thresholds_from_document(document) == result.thresholds
     assert document["cv_mean_dice"] == pytest.approx(result.tuned_mean, abs=1e-8)

@@ -22,7 +22,7 @@ from pathlib import Path
 from .cli import UserError, add_config_arguments, config_from_args, run_main
 from .config import Config, ConfigError, config_differences
 from .constants import CLASS_IDS
-from .oofstats import combine_folds, load_classifier_oof, load_segmentation_oof
+from .oofstats import OOFStatistics, combine_folds, load_classifier_oof, load_segmentation_oof
 from .postprocess import DEFAULT_THRESHOLDS, ClassThresholds
 from .thresholds import SearchGrid, SearchResult, search_thresholds, thresholds_from_document
 
@@ -83,7 +83,9 @@ def fingerprint(path: Path) -> str:
     return f"sha256:{digest.hexdigest()}"
 
 
-def load_inputs(segmentation: dict[int, Path], classifier: dict[int, Path] | None, grid: SearchGrid):
+def load_inputs(
+    segmentation: dict[int, Path], classifier: dict[int, Path] | None, grid: SearchGrid
+) -> OOFStatistics:
     """Read and join all folds' files, checking each against its fold number and the grid."""
     def read(model: str, fold: int, path: Path, loader):
         try:
@@ -111,6 +113,12 @@ def load_inputs(segmentation: dict[int, Path], classifier: dict[int, Path] | Non
         raise UserError(f"the out-of-fold statistics do not fit together: {error}. Recompute them with "
                         "`severstal oof ... --force` after checking that every fold used the same folds file.") \
             from None
+
+
+def load_oof(config: Config) -> OOFStatistics:
+    """All folds' OOF statistics of an experiment, checked against its config (UserError when unusable)."""
+    segmentation, classifier = find_inputs(config)
+    return load_inputs(segmentation, classifier, grid_from_config(config))
 
 
 def thresholds_document(result: SearchResult, config: Config, folds: int, inputs: dict[str, str]) -> dict:
