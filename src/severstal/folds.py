@@ -25,10 +25,14 @@ def saved_config_path(folds_file: str | os.PathLike) -> Path:
     return folds_file.with_name(f"{folds_file.stem}.config.yaml")
 
 
-def load_training_labels(data_dir: str | os.PathLike) -> pd.DataFrame:
-    """``ImageId, has_1..has_4`` for the images in ``<data_dir>/train_images`` (sorted by name).
+def load_training_labels(data_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The training labels and class presence of the images in ``<data_dir>/train_images``.
 
     Images are listed, not opened; labels come from ``<data_dir>/train.csv``.
+
+    Returns:
+        ``(labels, presence)``: the normal label frame (``labels.read_table``) and
+        ``ImageId, has_1..has_4`` for every image, sorted by name.
 
     Raises:
         UserError: when the folder or the CSV is missing or unreadable.
@@ -49,7 +53,7 @@ def load_training_labels(data_dir: str | os.PathLike) -> pd.DataFrame:
     if unknown:
         print(f"warning: {len(unknown)} image(s) in {labels_path} are not in train_images and are left out "
               f"(e.g. {unknown[0]}); severstal check-data lists them", file=sys.stderr)
-    return presence_table(labels, names)
+    return labels, presence_table(labels, names)
 
 
 def existing_folds_problem(path: Path, config: Config, presence: pd.DataFrame) -> str | None:
@@ -116,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None:
         config.raw["data"]["folds_file"] = args.out
     k, seed, path = config["folds"]["k"], config["folds"]["seed"], config.folds_file
-    presence = load_training_labels(config.data_dir)
+    _, presence = load_training_labels(config.data_dir)
     if path.exists() and not args.force:
         problem = existing_folds_problem(path, config, presence)
         if problem is None:
