@@ -237,6 +237,11 @@ def variant_masks(probabilities: np.ndarray, thresholds, classifier_probabilitie
     }
 
 
+def class_planes(masks: np.ndarray) -> np.ndarray:
+    """(H, W, 4) masks -> contiguous (4, H, W) bool planes (per-class counts on them are ~10x faster)."""
+    return np.ascontiguousarray(np.moveaxis(np.asarray(masks), -1, 0)) != 0
+
+
 class AblationAccumulator:
     """Per-(image, class) areas of the ablation variants, gathered image by image.
 
@@ -261,16 +266,17 @@ class AblationAccumulator:
         missing = [name for name in self.variants if name not in masks]
         if missing:
             raise ValueError(f"masks of variants {missing} are missing for {image_id}")
-        truth = np.asarray(truth) != 0  # (H, W, 4)
+        true_planes = class_planes(truth)  # (4, H, W) bool
         self.image_ids.append(image_id)
-        self.true_area.append(np.count_nonzero(truth, axis=(0, 1)))
+        self.true_area.append(np.array([np.count_nonzero(plane) for plane in true_planes]))
         for name in self.variants:
-            predicted = np.asarray(masks[name]) != 0
-            if predicted.shape != truth.shape:
-                raise ValueError(f"{name} masks of {image_id} have shape {predicted.shape}, "
-                                 f"truth {truth.shape}")
-            self.predicted_area[name].append(np.count_nonzero(predicted, axis=(0, 1)))
-            self.intersection[name].append(np.count_nonzero(predicted & truth, axis=(0, 1)))
+            planes = class_planes(masks[name])
+            if planes.shape != true_planes.shape:
+                raise ValueError(f"{name} masks of {image_id} have shape {np.shape(masks[name])}, "
+                                 f"truth {np.shape(truth)}")
+            self.predicted_area[name].append(np.array([np.count_nonzero(plane) for plane in planes]))
+            self.intersection[name].append(np.array([
+                np.count_nonzero(plane & true_plane) for plane, true_plane in zip(planes, true_planes, strict=True)]))
 
     def pairs(self) -> pd.DataFrame:
         """One row per (image, class): ``ImageId, ClassId, true_area`` and, per variant,

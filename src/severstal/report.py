@@ -1,0 +1,140 @@
+"""Score the submission against the test truth and show what each post-processing step adds.
+
+Scores ``submissions/<experiment>/submission.csv`` against ``<data>/test_labels.csv`` with
+``metric.score_pairs`` and prints, from ``reports/<experiment>/ablation.json`` (written by
+``severstal predict`` in the same pass as the submission), one row per step: all empty, raw
+segmenter at 0.5, + tuned pixel/component/area thresholds, + tuned classifier gate, and the final
+submission, with mean Dice, its gain over the row above and the Dice of each class. The submission's
+own score must equal the ablation's final row. The table is also written to
+``reports/<experiment>/score_table.md``; the last line printed is ``mean_dice 0.xxxxxx``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from .cli import UserError, add_config_arguments, config_from_args, run_main
+from .config import Config
+from .constants import CLASS_IDS
+from .ensemble import VARIANT_LABELS
+from .metric import class_table, mean_dice, score_pairs
+from .predict import ablation_paths, file_sha256, write_atomically
+from .score import read_scored_submission, read_truth
+
+TOLERANCE = 1e-7  # ablation.json stores Dice rounded to 8 decimals
+
+
+def submission_row(pairs: pd.DataFrame) -> dict:
+    """``{"mean": ..., "class_1": ..., ...}`` of ``score_pairs`` output."""
+    row = {"mean": mean_dice(pairs)}
+    for class_id in CLASS_IDS:
+        row[f"class_{class_id}"] = float(pairs.loc[pairs["ClassId"] == class_id, "dice"].mean())
+    return row
+
+
+def ablation_rows(document: dict) -> list[tuple[str, dict]]:
+    """``[(label, {"mean", "gain", "class_1".."class_4"})]`` from an ablation.json document."""
+    rows = []
+    for variant in document["variants"]:
+        values = {"mean": variant["mean_dice"], "gain": variant["gain"]}
+        values.update({f"class_{c}": variant["class_dice"][str(c)] for c in CLASS_IDS})
+        rows.append((variant.get("label") or VARIANT_LABELS.get(variant["name"], variant["name"]), values))
+    return rows
+
+
+def check_final_row(document: dict, scored: dict, submission: Path) -> None:
+    """UserError unless the ablation was made for this submission and its final row equals ``scored``."""
+    rerun = "re-run `severstal predict --force` to remake both"
+    if document.get("submission_sha256") != file_sha256(submission):
+        raise UserError(f"the ablation report was made for another version of {submission}: {rerun}")
+    final = next((v for v in document["variants"] if v["name"] == "final"), None)
+    if final is None:
+        raise UserError(f"the ablation report has no final row: {rerun}")
+    saved = {"mean": final["mean_dice"], **{f"class_{c}": final["class_dice"][str(c)] for c in CLASS_IDS}}
+    differ = [key for key, value in scored.items() if abs(value - saved[key]) > TOLERANCE]
+    if differ:
+        raise UserError(f"the ablation's final row ({saved['mean']:.6f}) differs from the submission's score "
+                        f"({scored['mean']:.6f}) in {', '.join(differ)}: {rerun}")
+
+
+def markdown_table(rows: list[tuple[str, dict]]) -> str:
+    """The score table: one row per step, Dice to 6 decimals."""
+    def number(value, signed=False) -> str:
+        if value is None or pd.isna(value):
+            return ""
+        return f"{value:+.6f}" if signed else f"{value:.6f}"
+
+    header = ["step", "mean Dice", "gain", *(f"class {c}" for c in CLASS_IDS)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    for label, values in rows:
+        cells = [label, number(values["mean"]), number(values.get("gain"), signed=True),
+                 *(number(values[f"class_{c}"]) for c in CLASS_IDS)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def build_report(config: Config, submission: Path, pairs: pd.DataFrame) -> str:
+    """The markdown report: the step table (or the submission's row alone) and the per-class counts."""
+    scored = submission_row(pairs)
+    document_path = ablation_paths(config)[0]
+    if document_path.is_file():
+        document = json.loads(document_path.read_text())
+        check_final_row(document, scored, submission)
+        rows = ablation_rows(document)
+        note = f"Steps scored by `severstal predict` in the same pass ({document_path})."
+    else:
+        rows = [(VARIANT_LABELS["final"], scored)]
+        note = (f"No ablation report ({document_path}): `severstal predict --force` makes one when "
+                "test_labels.csv exists.")
+    counts = class_table(pairs).to_string(formatters={"dice": "{:.6f}".format})
+    images = pairs["ImageId"].nunique()
+    return (f"# Score of {submission} ({config.experiment})\n\n"
+            f"{images:,} test images, {len(pairs):,} (image, class) pairs; {note}\n\n"
+            f"{markdown_table(rows)}\n\n"
+            f"Per class (false positive: a mask predicted on a defect-free pair; false negative: none predicted "
+            f"on a defective pair):\n\n```\n{counts}\n```\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="severstal report", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    truth_path = config.data_dir / "test_labels.csv"
+    if not truth_path.is_file():
+        raise UserError(f"no test truth: {truth_path} does not exist. The report needs the test images' labels "
+                        "(the demo data set has them; Kaggle keeps the real test truth secret: submit with "
+                        "`severstal kaggle-submit` to get a score)")
+    submission = config.submission_path
+    if not submission.is_file():
+        raise UserError(f"{submission} does not exist: run `severstal predict --config {config.source}` first")
+    frame = read_scored_submission(submission)
+    truth = read_truth(truth_path)
+    try:
+        pairs = score_pairs(frame, truth)
+    except ValueError as error:
+        raise UserError(f"cannot score {submission} against {truth_path}: {error}") from None
+    text = build_report(config, submission, pairs)
+    target = config.reports_dir / "score_table.md"
+    write_atomically(target, text)
+    print(text)
+    print(f"written to {target}")
+    print(f"mean_dice {mean_dice(pairs):.6f}")
+    return 0
+
+
+def main(argv=None) -> int:
+    return run_main(build_parser(), run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
