@@ -14,7 +14,7 @@
 # PYTHON (default .venv/bin/python, else python3), POLL_SECONDS (default 2).
 set -euo pipefail
 
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 
 if [ $# -lt 2 ] || [ "$1" = -h ] || [ "$1" = --help ]; then
     usage >&2; exit 2
