@@ -310,12 +310,12 @@ def postprocess_image(probabilities: np.ndarray, thresholds: list[ClassThreshold
 def predict_rows(config: Config, images_dir: Path, image_ids: Sequence[str], bad: dict[str, str],
                  weights: dict[str, list[Path]], folds: Sequence[int], thresholds: list[ClassThresholds],
                  settings: dict, truth: dict[str, dict[int, str]] | None
-                 ) -> tuple[list[tuple[str, int, str]], AblationAccumulator | None]:
+                 ) -> tuple[list[tuple[str, int, str]], AblationAccumulator | None, float]:
     """Predict every image: fold/TTA ensemble, tuned post-processing, RLE rows (and ablation areas).
 
     Returns:
-        ``(rows, accumulator)``: normal-form rows of every image (bad ones empty) and the ablation
-        accumulator (None without truth).
+        ``(rows, accumulator, seconds)``: normal-form rows of every image (bad ones empty), the
+        ablation accumulator (None without truth) and the time spent predicting (models loaded).
     """
     from .inference import load_fold_model
 
@@ -328,8 +328,13 @@ def predict_rows(config: Config, images_dir: Path, image_ids: Sequence[str], bad
             accumulator.add(image_id, masks_for(truth.get(image_id, {})), dict.fromkeys(MASK_VARIANTS, empty))
     good = [image_id for image_id in image_ids if image_id not in bad]
     if not good:
-        return rows, accumulator
+        return rows, accumulator, 0.0
+    started = time.perf_counter()
     fold_models = {kind: [load_fold_model(config, kind, fold) for fold in folds] for kind in weights}
+    count = sum(len(models) for models in fold_models.values())
+    print(f"loaded {count} fold model(s) ({', '.join(fold_models)}; folds {folds}) in "
+          f"{time.perf_counter() - started:.1f} s", flush=True)
+    started = time.perf_counter()
     paths = [images_dir / image_id for image_id in good]
     workers = max(1, min(os.cpu_count() or 1, settings["batch_size"]))
     with ThreadPoolExecutor(max_workers=workers) as pool, \
@@ -345,7 +350,7 @@ def predict_rows(config: Config, images_dir: Path, image_ids: Sequence[str], bad
                 if accumulator is not None:
                     accumulator.add(image_id, masks_for(truth.get(image_id, {})), masks)
             progress.update(len(batch_ids))
-    return rows, accumulator
+    return rows, accumulator, time.perf_counter() - started
 
 
 # ----------------------------------------------------------------------------- the run
@@ -422,10 +427,8 @@ def run(args: argparse.Namespace) -> int:
     truth = truth_lookup(config, images_dir)
 
     sidecar_path(target).unlink(missing_ok=True)
-    started = time.perf_counter()
-    rows, accumulator = predict_rows(config, images_dir, image_ids, bad, weights, folds, thresholds, settings,
-                                     truth)
-    elapsed = time.perf_counter() - started
+    rows, accumulator, elapsed = predict_rows(config, images_dir, image_ids, bad, weights, folds, thresholds,
+                                              settings, truth)
     frame = rows_frame(rows)
     write_submission(target, frame, settings["layout"], image_ids)
 
@@ -444,7 +447,8 @@ def run(args: argparse.Namespace) -> int:
     }, indent=2) + "\n")
     masks = int((frame["EncodedPixels"] != "").sum())
     print(f"wrote {target}: {len(image_ids):,} images, {len(frame):,} rows, {masks:,} non-empty masks; valid")
-    print(f"{len(image_ids) / max(elapsed, 1e-9):.1f} images/s ({len(image_ids):,} images in {elapsed:.1f} s, "
+    predicted = len(image_ids) - len(bad)
+    print(f"{predicted / max(elapsed, 1e-9):.1f} images/s ({predicted:,} images predicted in {elapsed:.1f} s, "
           f"{len(folds)} fold(s), flips {','.join(settings['tta'])})")
     return 0
 

@@ -1,0 +1,213 @@
+"""predict, merge and report end to end on tiny trained models (1 epoch, 12 quarter-resolution demo images).
+
+One session fixture runs demo-data, folds, train (cls and seg, 2 folds), tune and one full predict;
+the tests read its outputs or run predict again with few images, folds or flips to stay fast.
+"""
+
+import json
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from severstal import cli, inference, merge, predict, report
+from severstal.config import load_config
+from severstal.labels import read_table
+from severstal.submission import check_submission, read_submission
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG = f"""inherit: {REPO_ROOT / 'configs' / 'demo.yaml'}
+experiment: tiny
+data:
+  dir: data
+  folds_file: folds/tiny.csv
+cls:
+  epochs: 1
+  batch_size: 4
+seg:
+  epochs: 1
+  batch_size: 4
+inference:
+  batch_size: 4
+  tta: [none, hflip]
+"""
+TEST_IMAGES = 8
+
+
+@contextmanager
+def working_directory(path):
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+def severstal(*argv) -> int:
+    return cli.main([str(a) for a in argv])
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """A workspace with 2 trained folds of each model, thresholds and a full submission with its ablation."""
+    root = tmp_path_factory.mktemp("trained")
+    with working_directory(root):
+        Path("config.yaml").write_text(CONFIG)
+        steps = [("demo-data", "--out", "data", "--train", 12, "--test", TEST_IMAGES), ("folds",),
+                 ("train", "--model", "cls", "--fold", "all"), ("train", "--model", "seg", "--fold", "all"),
+                 ("tune",), ("predict",)]
+        for step in steps:
+            assert severstal(step[0], "--config", "config.yaml", *step[1:]) == 0, step
+    return root
+
+
+@pytest.fixture
+def workspace(trained, monkeypatch):
+    monkeypatch.chdir(trained)
+    return load_config("config.yaml")
+
+
+@pytest.fixture
+def no_model_work(monkeypatch):
+    """Fail the test if a fold model is loaded."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+    monkeypatch.setattr(inference, "load_fold_model", refuse)
+
+
+def test_submission_is_valid_with_every_image_and_class(workspace):
+    raw = read_submission(workspace.submission_path)
+    assert list(raw.columns) == ["ImageId", "EncodedPixels", "ClassId"]
+    names = sorted(os.listdir("data/test_images"))
+    assert check_submission(raw, names) == []
+    assert len(raw) == 4 * TEST_IMAGES
+    assert raw["ImageId"].tolist() == [name for name in names for _ in range(4)]
+    assert raw["ClassId"].tolist() == ["1", "2", "3", "4"] * TEST_IMAGES
+    saved = json.loads(predict.sidecar_path(workspace.submission_path).read_text())
+    assert saved["shard"] is None and saved["images"] == TEST_IMAGES
+
+
+def test_ablation_final_row_equals_report_score(workspace, capsys):
+    document = json.loads((workspace.reports_dir / "ablation.json").read_text())
+    variants = {v["name"]: v for v in document["variants"]}
+    assert list(variants) == ["empty", "raw", "pixel_area", "gate", "final"]
+    assert variants["final"]["mean_dice"] == variants["gate"]["mean_dice"]
+    truth = read_table("data/test_labels.csv")
+    empty_pairs = 4 * TEST_IMAGES - len(truth)  # test_labels.csv lists the non-empty masks only
+    assert variants["empty"]["mean_dice"] == pytest.approx(empty_pairs / (4 * TEST_IMAGES))
+    pairs = pd.read_csv(workspace.reports_dir / "ablation_pairs.csv")
+    assert len(pairs) == 4 * TEST_IMAGES
+    assert report.main(["--config", "config.yaml"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"mean_dice {variants['final']['mean_dice']:.6f}"
+
+
+def test_up_to_date_submission_is_not_remade(workspace, capsys, no_model_work):
+    before = workspace.submission_path.stat().st_mtime_ns
+    assert predict.main(["--config", "config.yaml"]) == 0
+    assert "is up to date" in capsys.readouterr().out
+    assert workspace.submission_path.stat().st_mtime_ns == before
+
+
+@pytest.mark.parametrize("argv", [["--tta", "none"], ["--format", "legacy"], ["--folds", "0"]])
+def test_other_settings_are_not_up_to_date(workspace, argv):
+    settings = predict.resolve_settings(predict.build_parser().parse_args(["--config", "config.yaml", *argv]),
+                                        workspace)
+    folds = [0] if "--folds" in argv else [0, 1]
+    thresholds = predict.load_thresholds(workspace)
+    gated = any(t.classifier_threshold > 0 for t in thresholds)
+    fingerprint = predict.run_fingerprint(workspace, Path("data/test_images"), sorted(os.listdir("data/test_images")),
+                                          predict.weight_files(workspace, folds, gated),
+                                          {**settings, "folds": folds, "batch_size": None})
+    assert not predict.up_to_date(workspace.submission_path, fingerprint, None)
+    default = predict.resolve_settings(predict.build_parser().parse_args(["--config", "config.yaml"]), workspace)
+    fingerprint = predict.run_fingerprint(workspace, Path("data/test_images"), sorted(os.listdir("data/test_images")),
+                                          predict.weight_files(workspace, [0, 1], gated),
+                                          {**default, "folds": [0, 1], "batch_size": None})
+    assert predict.up_to_date(workspace.submission_path, fingerprint, None)
+
+
+def test_shards_and_merge_reproduce_the_submission_exactly(workspace, capsys):
+    whole = workspace.submission_path.read_bytes()
+    whole_ablation = json.loads((workspace.reports_dir / "ablation.json").read_text())
+    for index in (1, 2):
+        assert predict.main(["--config", "config.yaml", "--shard", f"{index}/2"]) == 0
+    parts = [read_submission(predict.shards_dir(workspace) / f"part-{i}-of-2.csv") for i in (1, 2)]
+    assert [part["ImageId"].nunique() for part in parts] == [TEST_IMAGES // 2] * 2
+    assert merge.main(["--config", "config.yaml"]) == 0
+    assert workspace.submission_path.read_bytes() == whole
+    merged_ablation = json.loads((workspace.reports_dir / "ablation.json").read_text())
+    for merged, single in zip(merged_ablation["variants"], whole_ablation["variants"], strict=True):
+        assert merged["mean_dice"] == pytest.approx(single["mean_dice"], abs=1e-8)
+    assert predict.main(["--config", "config.yaml"]) == 0  # the merged sidecar counts as the full run's
+    assert "is up to date" in capsys.readouterr().out
+
+
+@pytest.fixture
+def images_with_a_bad_one(workspace, tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in sorted(os.listdir("data/test_images"))[:2]:
+        shutil.copy(Path("data/test_images") / name, folder / name)
+    data = (folder / name).read_bytes()
+    (folder / "broken.jpg").write_bytes(data[: len(data) // 2])  # truncated JPEG
+    return folder
+
+
+def test_unreadable_image_stops_before_model_work(workspace, images_with_a_bad_one, tmp_path, capsys,
+                                                  no_model_work):
+    elsewhere = tmp_path / "submissions"
+    code = predict.main(["--config", "config.yaml", "--images", str(images_with_a_bad_one),
+                         "--set", f"paths.submissions={elsewhere}"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "broken.jpg: truncated" in err and "--skip-bad" in err
+    assert not elsewhere.exists()
+
+
+def test_skip_bad_predicts_the_bad_image_empty(workspace, images_with_a_bad_one, tmp_path, capsys):
+    elsewhere = tmp_path / "submissions"
+    assert predict.main(["--config", "config.yaml", "--images", str(images_with_a_bad_one), "--skip-bad",
+                         "--set", f"paths.submissions={elsewhere}", "--set", f"paths.reports={tmp_path / 'reports'}",
+                         "--folds", "0", "--tta", "none", "--format", "legacy"]) == 0
+    assert "broken.jpg cannot be used" in capsys.readouterr().err
+    raw = read_submission(elsewhere / "tiny" / "submission.csv")
+    assert list(raw.columns) == ["ImageId_ClassId", "EncodedPixels"]
+    assert check_submission(raw, sorted(os.listdir(images_with_a_bad_one))) == []
+    broken = raw[raw["ImageId_ClassId"].str.startswith("broken.jpg_")]
+    assert broken["EncodedPixels"].tolist() == ["", "", "", ""]
+    assert json.loads((elsewhere / "tiny" / "submission.meta.json").read_text())["skipped_bad"] == ["broken.jpg"]
+    assert not (tmp_path / "reports").exists()  # no truth for another image folder: no ablation
+
+
+def test_ensembled_batches_are_the_mean_of_the_folds(workspace):
+    paths = [Path("data/test_images") / name for name in sorted(os.listdir("data/test_images"))[:3]]
+    models = [inference.load_fold_model(workspace, "seg", fold) for fold in (0, 1)]
+    single = [np.concatenate([p for _, p in inference.predict_images(m, paths, ["none"], 2)]) for m in models]
+    batches = list(predict.ensembled_batches({"seg": models}, paths, ["none"], 2))
+    assert [start for start, _, _ in batches] == [0, 2]
+    assert all(classification is None for _, _, classification in batches)
+    ensembled = np.concatenate([segmentation for _, segmentation, _ in batches])  # (3, 256, 1600, 4)
+    assert ensembled.shape == (3, 256, 1600, 4)
+    np.testing.assert_allclose(ensembled, (single[0] + single[1]) / 2, rtol=0, atol=1e-6)
+    assert not np.allclose(single[0], single[1])  # the folds differ, so the mean is a real average
+
+
+def test_missing_thresholds_ask_for_tune(workspace, capsys, no_model_work):
+    assert predict.main(["--config", "config.yaml", "--experiment", "untuned", "--force"]) == 1
+    assert "run severstal tune first" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--shard", "3/2"], "1 <= i <= n"),
+    (["--tta", "rot90"], "--tta"),
+    (["--folds", "7"], "no trained model"),
+    (["--batch-size", "0"], "batch size"),
+])
+def test_bad_options(workspace, capsys, no_model_work, argv, message):
+    assert predict.main(["--config", "config.yaml", "--force", *argv]) == 1
+    assert message in capsys.readouterr().err
