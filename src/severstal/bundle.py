@@ -287,19 +287,25 @@ def fetch_wheels(pinned: Sequence[dict], wheel_dir: Path, sources: Sequence[Path
         else:
             wanted.append(entry)
     failed = []
-    for entry in wanted:
-        key = f"{entry['name']}=={entry['version']}"
+    # one pip call for all (fast); when it fails, one call per wheel to name the ones that cannot be had
+    batches = [wanted] if len(wanted) < 2 else [wanted, *([entry] for entry in wanted)]
+    for batch in batches:
+        batch = [entry for entry in batch if f"{entry['name']}=={entry['version']}" not in found]
+        if not batch:
+            continue
+        keys = [f"{entry['name']}=={entry['version']}" for entry in batch]
         with tempfile.TemporaryDirectory(prefix="severstal-download-") as scratch:
             command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                       "--disable-pip-version-check", "--quiet", "--dest", scratch, key]
+                       "--disable-pip-version-check", "--quiet", "--dest", scratch, *keys]
             result = subprocess.run(command, capture_output=True, text=True, check=False)
-            files = [path for path in Path(scratch).glob("*.whl")
-                     if wheel_file_matches(path.name, entry["name"], entry["version"])]
-            if result.returncode != 0 or not files:
-                failed.append((key, (result.stdout + result.stderr).strip().splitlines()[-1:] or ["no wheel"]))
-                continue
-            shutil.copyfile(files[0], wheel_dir / files[0].name)
-            found[key] = files[0].name
+            for key, entry in zip(keys, batch, strict=True):
+                files = [path for path in Path(scratch).glob("*.whl")
+                         if wheel_file_matches(path.name, entry["name"], entry["version"])]
+                if result.returncode == 0 and files:
+                    shutil.copyfile(files[0], wheel_dir / files[0].name)
+                    found[key] = files[0].name
+                elif len(batch) == 1:
+                    failed.append((key, (result.stdout + result.stderr).strip().splitlines()[-1:] or ["no wheel"]))
     if failed:
         listing = "\n  ".join(f"{key}: {reason[0]}" for key, reason in failed)
         specs = " ".join(key for key, _ in failed)

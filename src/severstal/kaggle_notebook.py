@@ -45,7 +45,7 @@ MANIFEST = "severstal-bundle.json"
 FORMAT_VERSION = 1
 COMPETITION = "severstal-steel-defect-detection"
 MIN_PYTHON = (3, 11)  # the project's code uses Python 3.11 features (datetime.UTC)
-SEARCH_DEPTH = 3  # folder levels under the input directory searched for the bundle and the test images
+SEARCH_DEPTH = 4  # folder levels under the input directory searched for the bundle and the test images
 ENVIRONMENT = {  # option -> environment variable used when the option is not given
     "input": "SEVERSTAL_INPUT", "bundle": "SEVERSTAL_BUNDLE", "test_images": "SEVERSTAL_TEST_IMAGES",
     "output": "SEVERSTAL_OUTPUT", "work": "SEVERSTAL_WORK", "folds": "SEVERSTAL_FOLDS", "tta": "SEVERSTAL_TTA",
@@ -201,13 +201,15 @@ def wheels_to_install(entries: Sequence[Mapping], is_importable: Callable[[str],
             if tensorflow_version is None:
                 raise BundleError("this notebook has no TensorFlow: choose Kaggle's default Python environment")
             wanted = minor_version(tensorflow_version)
+            if wanted is None:
+                raise BundleError(f"cannot tell TensorFlow's minor version from {tensorflow_version!r}")
             matching = [entry for entry in group if minor_version(entry["version"]) == wanted]
             if not matching:
                 versions = ", ".join(entry["version"] for entry in group)
                 raise BundleError(
                     f"this notebook has TensorFlow {tensorflow_version} but no tf_keras, and the bundle's tf-keras "
                     f"wheels ({versions}) do not match it (tf-keras must have TensorFlow's minor version). Rebuild "
-                    f"the bundle with `severstal bundle --tf-keras {'.'.join(map(str, wanted))}.*` "
+                    f"the bundle with `severstal bundle --tf-keras {wanted[0]}.{wanted[1]}.0` "
                     "(or pin the notebook's environment to the bundle's TensorFlow version).")
             chosen.append(matching[-1])
         else:
