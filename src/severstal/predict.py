@@ -19,6 +19,7 @@ same pass scores the post-processing ablation (see ``severstal.ensemble``) into
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import os
@@ -66,8 +67,9 @@ from .metric import score_pairs
 from .postprocess import ClassThresholds, postprocess_masks
 from .submission import check_submission, read_submission
 from .thresholds import thresholds_from_document
+from .train import FINISHED
 
-WEIGHTS_FILE = "best.weights.h5"
+WEIGHTS_FILE = "best.weights.h5"  # callbacks.BEST_WEIGHTS, not imported: callbacks imports TensorFlow
 SHOWN_BAD_IMAGES = 20
 BEST_WORST_LISTED = 10  # images named in ablation.json's best and worst lists
 
@@ -129,26 +131,28 @@ def load_thresholds(config: Config) -> list[ClassThresholds]:
         raise UserError(f"{path} is not a valid thresholds file ({error}): run severstal tune --force") from None
 
 
+def is_trained(fold_dir: Path) -> bool:
+    """Whether a fold's training finished (its best weights and the train stage's ``training.json``)."""
+    return (fold_dir / WEIGHTS_FILE).is_file() and (fold_dir / FINISHED).is_file()
+
+
 def trained_folds(config: Config, model: str) -> list[int]:
-    """Folds of ``model`` (cls or seg) that have a ``best.weights.h5``."""
+    """Folds of ``model`` (cls or seg) whose training finished."""
     root = config.models_dir / model
     if not root.is_dir():
         return []
-    folds = []
-    for entry in root.iterdir():
-        if entry.name.startswith("fold") and entry.name[4:].isdigit() and (entry / WEIGHTS_FILE).is_file():
-            folds.append(int(entry.name[4:]))
-    return sorted(folds)
+    return sorted(int(entry.name[4:]) for entry in root.iterdir()
+                  if entry.name.startswith("fold") and entry.name[4:].isdigit() and is_trained(entry))
 
 
 def weight_files(config: Config, folds: Sequence[int], gated: bool) -> dict[str, list[Path]]:
     """``{"seg": [...], "cls": [...]}`` weights of the folds to ensemble (no classifier when not gated)."""
     files = {"seg": [config.fold_dir("seg", fold) / WEIGHTS_FILE for fold in folds]}
     if gated:
-        missing = [fold for fold in folds if not (config.fold_dir("cls", fold) / WEIGHTS_FILE).is_file()]
+        missing = [fold for fold in folds if not is_trained(config.fold_dir("cls", fold))]
         if missing:
-            raise UserError(f"the tuned thresholds gate on the classifier, but classifier fold(s) {missing} have no "
-                            f"{WEIGHTS_FILE}: train them (severstal train --model cls --fold K) or choose folds "
+            raise UserError(f"the tuned thresholds gate on the classifier, but classifier fold(s) {missing} have not "
+                            "finished training: train them (severstal train --model cls --fold K) or choose folds "
                             "with --folds")
         files["cls"] = [config.fold_dir("cls", fold) / WEIGHTS_FILE for fold in folds]
     return files
@@ -156,9 +160,15 @@ def weight_files(config: Config, folds: Sequence[int], gated: bool) -> dict[str,
 
 def run_fingerprint(config: Config, images_dir: Path, image_ids: Sequence[str], weights: dict[str, list[Path]],
                     settings: dict) -> dict:
-    """What a submission depends on: config, thresholds, weights (size, mtime), image names, settings."""
+    """What a submission depends on: config, thresholds, weights (size, mtime), image names, settings.
+
+    The batch size is left out: predictions do not depend on it (the segmenter's are bitwise equal
+    for batch sizes 1, 3, 4 and 6 on CPU, the classifier's within 1e-22), so shards may use any.
+    """
+    raw = copy.deepcopy(config.raw)
+    raw.get("inference", {}).pop("batch_size", None)  # batches do not change the probabilities
     return {
-        "config_sha256": text_sha256(json.dumps(config.raw, sort_keys=True, default=str)),
+        "config_sha256": text_sha256(json.dumps(raw, sort_keys=True, default=str)),
         "thresholds_sha256": file_sha256(config.thresholds_path),
         "weights": {model: [[str(path), path.stat().st_size, path.stat().st_mtime_ns] for path in paths]
                     for model, paths in weights.items()},
@@ -299,12 +309,16 @@ def ensembled_batches(fold_models: dict[str, list], paths: Sequence[Path], tta: 
         yield starts.pop(), by_kind["seg"], by_kind.get("cls")
 
 
-def postprocess_image(probabilities: np.ndarray, thresholds: list[ClassThresholds],
-                      classifier_probabilities: np.ndarray | None, ablation: bool) -> dict[str, np.ndarray]:
-    """The submission masks (``"gate"``) of one image, and the other ablation variants when ``ablation``."""
+def postprocess_image(image_id: str, probabilities: np.ndarray, thresholds: list[ClassThresholds],
+                      classifier_probabilities: np.ndarray | None, ablation: bool
+                      ) -> tuple[list[tuple[str, int, str]], dict[str, np.ndarray]]:
+    """The submission rows of one image and its masks: ``"gate"`` (the submission's) and, when
+    ``ablation``, the other variants."""
     if ablation:
-        return variant_masks(probabilities, thresholds, classifier_probabilities)
-    return {"gate": postprocess_masks(probabilities, thresholds, classifier_probabilities)}
+        masks = variant_masks(probabilities, thresholds, classifier_probabilities)
+    else:
+        masks = {"gate": postprocess_masks(probabilities, thresholds, classifier_probabilities)}
+    return mask_rows(image_id, masks["gate"]), masks
 
 
 def predict_rows(config: Config, images_dir: Path, image_ids: Sequence[str], bad: dict[str, str],
@@ -343,10 +357,10 @@ def predict_rows(config: Config, images_dir: Path, image_ids: Sequence[str], bad
                                                                      settings["batch_size"]):
             batch_ids = good[start:start + len(segmentation)]
             gates = classification if classification is not None else [None] * len(batch_ids)
-            results = pool.map(lambda item: postprocess_image(item[0], thresholds, item[1], accumulator is not None),
-                               zip(segmentation, gates, strict=True))
-            for image_id, masks in zip(batch_ids, results, strict=True):
-                rows += mask_rows(image_id, masks["gate"])
+            results = pool.map(lambda item: postprocess_image(*item, thresholds, accumulator is not None),
+                               zip(batch_ids, segmentation, gates, strict=True))
+            for image_id, (image_rows, masks) in zip(batch_ids, results, strict=True):
+                rows += image_rows
                 if accumulator is not None:
                     accumulator.add(image_id, masks_for(truth.get(image_id, {})), masks)
             progress.update(len(batch_ids))
