@@ -235,7 +235,14 @@ def write_submission(path: Path, frame: pd.DataFrame, layout: str, expected_ids:
 
 
 def ablation_document(pairs: pd.DataFrame, submission: Path, pairs_path: Path, experiment: str) -> dict:
-    """The content of ablation.json from the per-pair frame (all variants including ``final``)."""
+    """The content of ablation.json from the per-pair frame (all variants including ``final``).
+
+    Keys: ``experiment``, ``created``, ``submission`` and its ``submission_sha256`` (``report``
+    refuses an ablation made for another file), ``images``, ``pairs``, ``variants`` (in step order:
+    ``name``, ``label``, ``mean_dice``, ``gain`` over the previous step, ``class_dice`` by class id),
+    ``best_images`` / ``worst_images`` (up to 10 informative images by the submission's per-image Dice)
+    and ``pairs_csv`` (every (image, class) pair: true area and, per variant, predicted area and Dice).
+    """
     table = ablation_table(pairs)
     best, worst = best_and_worst(image_scores(variant_pairs(pairs, "final")), BEST_WORST_LISTED)
     final_scores = image_scores(variant_pairs(pairs, "final")).set_index("ImageId")["dice"]
