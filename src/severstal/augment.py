@@ -1,0 +1,100 @@
+"""Training augmentations (albumentations 2.x): defect-seeking crops, flips, brightness/contrast, defect blackout.
+
+Everything here works on NumPy arrays: an image ``(height, width, 3)`` uint8 and its class masks
+``(height, width, 4)`` uint8. The input pipeline calls an :class:`Augmenter` from several threads,
+each with its own instance (albumentations transforms keep per-call state).
+"""
+
+from __future__ import annotations
+
+import albumentations as A
+import numpy as np
+
+
+def check_crop(crop, size: tuple[int, int], multiple: int = 1) -> tuple[int, int] | None:
+    """Validate a training crop against the (scaled) image size.
+
+    Args:
+        crop: ``[height, width]`` or None (whole image).
+        size: ``(height, width)`` of the images the crop is taken from.
+        multiple: both crop sides must be multiples of this (32 for a U-Net).
+
+    Returns:
+        ``(height, width)`` or None.
+
+    Raises:
+        ValueError: a malformed crop, one larger than the image, or not a multiple of ``multiple``.
+    """
+    if crop is None:
+        return None
+    if not isinstance(crop, list | tuple) or len(crop) != 2 or not all(isinstance(v, int) and v > 0 for v in crop):
+        raise ValueError(f"crop must be [height, width] with positive integers, or null; got {crop!r}")
+    height, width = crop
+    if height > size[0] or width > size[1]:
+        raise ValueError(f"crop {height} x {width} is larger than the scaled image {size[0]} x {size[1]}")
+    if height % multiple or width % multiple:
+        raise ValueError(f"crop {height} x {width}: both sides must be multiples of {multiple}")
+    return height, width
+
+
+def label_map(masks: np.ndarray) -> np.ndarray:
+    """One channel of class ids (0 = background, the largest id where masks overlap) from ``(h, w, 4)`` masks."""
+    weights = np.arange(1, masks.shape[-1] + 1, dtype=np.uint8)  # (4,)
+    return (masks.astype(bool) * weights).max(axis=-1).astype(np.uint8)  # (h, w)
+
+
+class Augmenter:
+    """A random crop (centred on a defect with probability ``crop_non_empty``), flips, brightness/contrast
+    and, with probability ``mask_dropout``, "defect blackout": one connected defect is painted black and
+    removed from its mask, so a classifier learns that the label follows the visible defect.
+
+    Args:
+        augment: the config's ``augment`` mapping (``hflip``, ``vflip``, ``brightness_contrast``,
+            ``mask_dropout``: probabilities).
+        crop: ``(height, width)`` or None for the whole image.
+        crop_non_empty: probability of a defect-centred crop when the image has a defect.
+        seed: seed of this instance's random generators (None: random).
+    """
+
+    def __init__(self, augment: dict, crop: tuple[int, int] | None, crop_non_empty: float = 0.0,
+                 seed: int | None = None):
+        unknown = set(augment) - {"hflip", "vflip", "brightness_contrast", "mask_dropout"}
+        if unknown:
+            raise ValueError(f"unknown augment keys {sorted(unknown)}: "
+                             "expected hflip, vflip, brightness_contrast, mask_dropout")
+        steps = []
+        if crop is not None:
+            height, width = crop
+            steps.append(A.OneOf([  # OneOf picks one child with probability proportional to its p
+                A.CropNonEmptyMaskIfExists(height, width, p=crop_non_empty),
+                A.RandomCrop(height, width, p=1.0 - crop_non_empty),
+            ], p=1.0))
+        steps += [
+            A.HorizontalFlip(p=augment.get("hflip", 0.0)),
+            A.VerticalFlip(p=augment.get("vflip", 0.0)),
+            A.RandomBrightnessContrast(0.2, 0.2, p=augment.get("brightness_contrast", 0.0)),
+        ]
+        self.geometry = A.Compose(steps, seed=seed)
+        dropout = augment.get("mask_dropout", 0.0)
+        # MaskDropout labels components of a one-channel mask only, so it sees the class-id map.
+        self.dropout = A.Compose([A.MaskDropout(max_objects=1, p=dropout)], seed=seed) if dropout > 0 else None
+
+    def __call__(self, image: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Augment one example.
+
+        Args:
+            image: ``(height, width, 3)`` uint8.
+            masks: ``(height, width, 4)`` uint8 of 0/1.
+
+        Returns:
+            ``(image, masks)``, cropped to the crop size when one is set.
+        """
+        out = self.geometry(image=image, mask=masks)
+        image, masks = out["image"], out["mask"]
+        if self.dropout is not None and masks.any():
+            labels = label_map(masks)  # (h, w)
+            out = self.dropout(image=image, mask=labels)
+            removed = (labels > 0) & (out["mask"] == 0)  # (h, w)
+            image = out["image"]
+            masks = np.where(removed[..., None], 0, masks).astype(np.uint8)
+        return np.ascontiguousarray(image), np.ascontiguousarray(masks)

@@ -1,0 +1,224 @@
+"""tf.data input pipeline: stream JPEGs from disk, decode each image's masks from RLE, augment in parallel.
+
+Nothing is cached: every epoch reads and decodes the files again (parallel ``map`` calls with
+AUTOTUNE, then prefetching), so memory does not grow with the data set. Images are scaled to the
+config's ``scale`` while decoding (libjpeg's DCT scaling when the scale is 1/2, 1/4 or 1/8, else an
+area resize); masks are decoded at the image's own size and area-resized to the same size.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from itertools import count
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .augment import Augmenter, check_crop
+from .constants import CLASS_IDS, NUM_CLASSES
+from .labels import masks_for
+from .tfsetup import tf
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+@dataclass(frozen=True)
+class Samples:
+    """Images and their masks as RLE strings (``""`` for an empty class), in a fixed order."""
+
+    image_ids: tuple[str, ...]
+    paths: tuple[str, ...]
+    rles: tuple[tuple[str, ...], ...]  # one tuple of 4 strings per image
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def presence(self) -> np.ndarray:
+        """``(images, 4)`` float32: 1 where the class mask is not empty."""
+        return np.array([[rle != "" for rle in row] for row in self.rles], dtype=np.float32).reshape(-1, NUM_CLASSES)
+
+    def subset(self, keep) -> Samples:
+        """The samples where the boolean array ``keep`` is true."""
+        keep = np.asarray(keep, dtype=bool)
+        pick = [i for i in range(len(self)) if keep[i]]
+        return Samples(tuple(self.image_ids[i] for i in pick), tuple(self.paths[i] for i in pick),
+                       tuple(self.rles[i] for i in pick))
+
+
+def make_samples(image_ids, image_dir, lookup: dict[str, dict[int, str]]) -> Samples:
+    """Samples for ``image_ids`` in ``image_dir``, masks from ``labels.rle_lookup`` output."""
+    image_ids = tuple(image_ids)
+    return Samples(
+        image_ids=image_ids,
+        paths=tuple(str(Path(image_dir) / image_id) for image_id in image_ids),
+        rles=tuple(tuple(lookup.get(image_id, {}).get(c, "") for c in CLASS_IDS) for image_id in image_ids),
+    )
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How images reach a model: the size data are expected at and the scaled size the model sees."""
+
+    original: tuple[int, int]  # (height, width) of the data, e.g. (256, 1600)
+    size: tuple[int, int]  # (height, width) after scaling, e.g. (64, 400)
+    jpeg_ratio: int  # libjpeg scale-down factor that gives ``size`` from ``original`` exactly (1 if none)
+
+
+def input_spec(height: int, width: int, scale: float) -> InputSpec:
+    """The :class:`InputSpec` for images of ``height x width`` scaled by ``scale`` (0 < scale <= 1)."""
+    if not 0 < scale <= 1:
+        raise ValueError(f"scale must be in (0, 1], got {scale}")
+    size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    ratio = next((r for r in (8, 4, 2) if size == (height / r, width / r)), 1)
+    return InputSpec((int(height), int(width)), size, ratio)
+
+
+def read_image(path, spec: InputSpec):
+    """Read and decode an image file at ``spec.size`` inside a tf.data map.
+
+    Returns:
+        ``(image, original_shape)``: ``(h, w, 3)`` uint8 and the file's own ``(height, width)`` int32.
+    """
+    contents = tf.io.read_file(path)
+
+    def jpeg():
+        original = tf.io.extract_jpeg_shape(contents)[:2]
+        if spec.jpeg_ratio == 1:
+            return tf.io.decode_jpeg(contents, channels=3), original
+        expected = tf.reduce_all(original == tf.constant(spec.original, tf.int32))
+        image = tf.cond(expected, lambda: tf.io.decode_jpeg(contents, channels=3, ratio=spec.jpeg_ratio),
+                        lambda: tf.io.decode_jpeg(contents, channels=3))
+        return image, original
+
+    def other():
+        image = tf.io.decode_image(contents, channels=3, expand_animations=False)
+        return image, tf.shape(image)[:2]
+
+    image, original = tf.cond(tf.io.is_jpeg(contents), jpeg, other)
+    same = tf.reduce_all(tf.shape(image)[:2] == tf.constant(spec.size, tf.int32))
+    image = tf.cond(same, lambda: image, lambda: tf.cast(
+        tf.round(tf.image.resize(image, spec.size, method="area")), tf.uint8))
+    image = tf.ensure_shape(image, (*spec.size, 3))
+    return image, original
+
+
+def decode_masks(rles, original_shape, size) -> np.ndarray:
+    """Masks ``(h, w, 4)`` uint8 at ``size`` from 4 RLE strings of an image of ``original_shape``."""
+    rles = [r.decode() if isinstance(r, bytes) else str(r) for r in rles]
+    original_shape = tuple(int(v) for v in original_shape)
+    size = tuple(int(v) for v in size)
+    if not any(rles):
+        return np.zeros((*size, NUM_CLASSES), np.uint8)
+    masks = masks_for({c: rle for c, rle in zip(CLASS_IDS, rles, strict=True) if rle}, original_shape)
+    if original_shape != size:  # the fraction of each target pixel covered, then >= 1/2
+        masks = cv2.resize(masks.astype(np.float32), (size[1], size[0]), interpolation=cv2.INTER_AREA) >= 0.5
+    return masks.astype(np.uint8)
+
+
+class _ThreadAugmenters:
+    """One :class:`Augmenter` per worker thread, seeded ``seed, seed + 1, ...`` in order of first use."""
+
+    def __init__(self, augment: dict, crop, crop_non_empty: float, seed: int):
+        self.arguments = (augment, crop, crop_non_empty)
+        self.seeds = count(seed)
+        self.local = threading.local()
+        self.lock = threading.Lock()
+
+    def get(self) -> Augmenter:
+        augmenter = getattr(self.local, "augmenter", None)
+        if augmenter is None:
+            with self.lock:
+                seed = next(self.seeds)
+            augmenter = self.local.augmenter = Augmenter(*self.arguments, seed=seed)
+        return augmenter
+
+
+def _sample_dataset(samples: Samples):
+    rles = np.array(samples.rles, dtype=object).reshape(-1, NUM_CLASSES).astype(str)
+    return tf.data.Dataset.from_tensor_slices((list(samples.paths), rles))
+
+
+def training_dataset(samples: Samples, kind: str, section: dict, spec: InputSpec, seed: int, batch_size: int,
+                     balanced: bool = False):
+    """An endless, shuffled, augmented stream of training batches.
+
+    Args:
+        samples: the training images.
+        kind: ``seg`` (targets: masks ``(batch, ch, cw, 4)`` uint8) or ``cls`` (targets: presence
+            ``(batch, 4)``, or ``(batch, 1)`` for ``section['head'] == 'binary'``, float32).
+        section: the model's config section (``crop``, ``crop_non_empty``, ``augment``, ``head``).
+        spec: image sizes.
+        seed: shuffling and augmentation seed.
+        batch_size: examples per batch (the last incomplete batch of a pass is dropped).
+        balanced: draw images with and without a defect equally often.
+
+    Returns:
+        ``(dataset, steps_per_epoch)``: one epoch is ``len(samples) // batch_size`` batches.
+    """
+    if len(samples) < batch_size:
+        raise ValueError(f"{len(samples)} training images are fewer than the batch size {batch_size}")
+    crop = check_crop(section.get("crop"), spec.size, 32 if kind == "seg" else 1)
+    out_size = crop or spec.size
+    binary = kind == "cls" and section.get("head", "multilabel") == "binary"
+    augmenters = _ThreadAugmenters(dict(section.get("augment") or {}), crop,
+                                   float(section.get("crop_non_empty", 0.0)), seed)
+
+    def augment(image, rles, original):  # NumPy, in a worker thread
+        masks = decode_masks(rles, original, spec.size)
+        image, masks = augmenters.get()(image, masks)
+        if kind == "seg":
+            return image, masks
+        presence = masks.max(axis=(0, 1)).astype(np.float32)  # (4,)
+        return image, presence.max(keepdims=True) if binary else presence
+
+    def load(path, rles):
+        image, original = read_image(path, spec)
+        target_type = tf.uint8 if kind == "seg" else tf.float32
+        image, target = tf.numpy_function(augment, [image, rles, original], [tf.uint8, target_type], stateful=True)
+        image = tf.ensure_shape(image, (*out_size, 3))
+        target = tf.ensure_shape(target, (*out_size, NUM_CLASSES) if kind == "seg" else (1 if binary else NUM_CLASSES,))
+        return image, target
+
+    def endless(part: Samples, part_seed: int):
+        return _sample_dataset(part).shuffle(len(part), seed=part_seed, reshuffle_each_iteration=True).repeat()
+
+    if balanced:
+        has_defect = samples.presence().max(axis=1) > 0
+        parts = [samples.subset(has_defect), samples.subset(~has_defect)]
+        parts = [part for part in parts if len(part)]
+        dataset = tf.data.Dataset.sample_from_datasets(
+            [endless(part, seed + i) for i, part in enumerate(parts)], [1.0 / len(parts)] * len(parts), seed=seed)
+    else:
+        dataset = endless(samples, seed)
+    dataset = dataset.map(load, num_parallel_calls=AUTOTUNE, deterministic=False)
+    return dataset.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE), len(samples) // batch_size
+
+
+def validation_dataset(samples: Samples, kind: str, section: dict, spec: InputSpec, batch_size: int):
+    """Whole images (no augmentation) with their targets, once, in order.
+
+    Targets are masks ``(batch, h, w, 4)`` uint8 at ``spec.size`` for ``seg``, presence ``(batch, 4)``
+    (or ``(batch, 1)`` for a binary head) float32 for ``cls``.
+    """
+    binary = kind == "cls" and section.get("head", "multilabel") == "binary"
+
+    def load(path, rles):
+        image, original = read_image(path, spec)
+        if kind == "seg":
+            masks = tf.numpy_function(lambda r, o: decode_masks(r, o, spec.size), [rles, original], tf.uint8,
+                                      stateful=False)
+            return image, tf.ensure_shape(masks, (*spec.size, NUM_CLASSES))
+        presence = tf.cast(tf.strings.length(rles) > 0, tf.float32)  # (4,)
+        return image, tf.reduce_max(presence, keepdims=True) if binary else presence
+
+    dataset = _sample_dataset(samples).map(load, num_parallel_calls=AUTOTUNE)
+    return dataset.batch(batch_size).prefetch(AUTOTUNE)
+
+
+def image_dataset(paths, spec: InputSpec, batch_size: int):
+    """Batches ``(images (batch, h, w, 3) uint8, original shapes (batch, 2) int32)`` for prediction, in order."""
+    dataset = tf.data.Dataset.from_tensor_slices([str(p) for p in paths])
+    return dataset.map(lambda path: read_image(path, spec), num_parallel_calls=AUTOTUNE).batch(
+        batch_size).prefetch(AUTOTUNE)
