@@ -364,7 +364,8 @@ def predict_rows(config: Config, images_dir: Path, image_ids: Sequence[str], bad
                                                                      settings["batch_size"]):
             batch_ids = good[start:start + len(segmentation)]
             gates = classification if classification is not None else [None] * len(batch_ids)
-            results = pool.map(lambda item: postprocess_image(*item, thresholds, accumulator is not None),
+            results = pool.map(lambda item: postprocess_image(item[0], item[1], thresholds, item[2],
+                                                              accumulator is not None),
                                zip(batch_ids, segmentation, gates, strict=True))
             for image_id, (image_rows, masks) in zip(batch_ids, results, strict=True):
                 rows += image_rows
