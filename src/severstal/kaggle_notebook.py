@@ -359,6 +359,7 @@ def run(options: argparse.Namespace, script_dir: Path | None) -> int:
     print(f"{'installed' if ran else 'reusing'} {', '.join(entry['file'] for entry in chosen)} in {target} "
           f"(TensorFlow {tensorflow_version})", flush=True)
 
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no update check over the (absent) internet
     import severstal  # the bundle's copy, installed just above
     from severstal import predict
 
