@@ -1,0 +1,162 @@
+"""The train and oof stages end to end on the tiny data set, and the resume bookkeeping as pure logic."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from training_fixtures import SEG_EPOCHS, tiny_run  # noqa: F401
+
+from severstal import oof, oofstats, train
+from severstal.callbacks import BEST_WEIGHTS, HISTORY, is_better, prepare_resume, rebuild_state
+from severstal.config import load_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("kind", ["seg", "cls"])
+def test_fold_artifacts(tiny_run, kind):  # noqa: F811
+    fold_dir = tiny_run.fold_dir(kind)
+    for name in ("best.weights.h5", "last.weights.h5", "history.csv", "curves.png", "config.yaml",
+                 "training.json", "oof.npz", "metrics.json"):
+        assert (fold_dir / name).is_file(), name
+    assert not (fold_dir / "backup").exists()
+    assert not list(fold_dir.glob("pending-*")) and not list(fold_dir.glob(".tmp-*"))
+    history = pd.read_csv(fold_dir / "history.csv")
+    epochs = SEG_EPOCHS if kind == "seg" else 1
+    assert history["epoch"].tolist() == list(range(1, epochs + 1))
+    summary = json.loads((fold_dir / "training.json").read_text())
+    assert summary["epochs_run"] == epochs and summary["best_epoch"] in history["epoch"].tolist()
+    best_row = history.loc[history["epoch"] == summary["best_epoch"]].iloc[0]
+    monitor = "val_dice" if kind == "seg" else "val_loss"
+    assert best_row[monitor] == pytest.approx(summary["best_value"])
+    if kind == "seg":
+        assert {f"val_pos_dice_{c}" for c in range(1, 5)} <= set(history.columns)
+
+
+def test_weights_exclude_the_optimizer(tiny_run):  # noqa: F811
+    import h5py
+
+    with h5py.File(tiny_run.fold_dir("seg") / "best.weights.h5") as handle:
+        assert "optimizer" not in handle
+
+
+def test_segmenter_oof_files(tiny_run):  # noqa: F811
+    fold_dir = tiny_run.fold_dir("seg")
+    stats = oofstats.load_segmentation_oof(fold_dir / "oof.npz")
+    folds = pd.read_csv(tiny_run.folds_file)
+    validation = folds.loc[folds["fold"] == 0, "ImageId"].tolist()
+    assert stats["image_ids"].tolist() == validation
+    truth = tiny_run.presence.set_index("ImageId").loc[validation, [f"has_{c}" for c in range(1, 5)]].to_numpy()
+    np.testing.assert_array_equal(stats["true_area"] > 0, truth > 0)
+    metrics = json.loads((fold_dir / "metrics.json").read_text())
+    assert metrics["images_with_class"] == {str(c): int(truth[:, c - 1].sum()) for c in range(1, 5)}
+    assert 0 <= metrics["dice_at_0.5"] <= 1
+
+
+def test_classifier_oof_files(tiny_run):  # noqa: F811
+    fold_dir = tiny_run.fold_dir("cls")
+    probabilities = oofstats.load_classifier_oof(fold_dir / "oof.npz")["probabilities"]
+    assert probabilities.shape == (6, 4)
+    metrics = json.loads((fold_dir / "metrics.json").read_text())
+    assert set(metrics["at_0.5"]) == {"class 1", "class 2", "class 3", "class 4", "any defect"}
+    assert metrics["at_0.5"]["any defect"]["positives"] == 5  # fold 0: images 0, 2, ..., 10; only 4 is clean
+    assert (fold_dir / "confusion.png").is_file()
+
+
+def test_finished_fold_is_skipped(tiny_run, capsys):  # noqa: F811
+    fold_dir = tiny_run.fold_dir("seg")
+    before = (fold_dir / BEST_WEIGHTS).stat().st_mtime_ns
+    assert train.main(["--model", "seg", "--fold", "0", *tiny_run.arguments()]) == 0
+    assert "already trained with this config" in capsys.readouterr().out
+    assert (fold_dir / BEST_WEIGHTS).stat().st_mtime_ns == before
+
+
+def test_changed_config_stops_without_force(tiny_run, capsys):  # noqa: F811
+    code = train.main(["--model", "seg", "--fold", "0", *tiny_run.arguments(), "--set", "seg.learning_rate=0.5"])
+    assert code == 1
+    error = capsys.readouterr().err
+    assert "different config" in error and "seg.learning_rate" in error and "--force" in error
+
+
+def test_oof_stage_is_rerunnable(tiny_run):  # noqa: F811
+    fold_dir = tiny_run.fold_dir("cls")
+    before = oofstats.load_classifier_oof(fold_dir / "oof.npz")["probabilities"]
+    assert oof.main(["--model", "cls", "--fold", "0", *tiny_run.arguments()]) == 0
+    np.testing.assert_allclose(oofstats.load_classifier_oof(fold_dir / "oof.npz")["probabilities"], before,
+                               atol=1e-5)
+
+
+def test_missing_folds_file(tiny_run, tmp_path, capsys):  # noqa: F811
+    arguments = tiny_run.arguments() + ["--set", f"data.folds_file={tmp_path / 'none.csv'}"]
+    assert train.main(["--model", "seg", "--fold", "0", *arguments]) == 1
+    assert "run severstal folds first" in capsys.readouterr().err
+
+
+def test_bad_image_stops_training(tiny_run, tmp_path, capsys):  # noqa: F811
+    import shutil
+
+    data_dir = tmp_path / "data"
+    shutil.copytree(tiny_run.data_dir, data_dir)
+    broken = data_dir / "train_images" / "tiny003.jpg"
+    broken.write_bytes(broken.read_bytes()[:300])  # truncated JPEG
+    arguments = tiny_run.arguments(tmp_path / "models") + ["--set", f"data.dir={data_dir}"]
+    assert train.main(["--model", "cls", "--fold", "1", *arguments]) == 1
+    error = capsys.readouterr().err
+    assert "tiny003.jpg" in error and "--skip-bad" in error
+    config = load_config(arguments[1], arguments[3::2])
+    assert train.unusable_images(config, ["tiny003.jpg", "tiny004.jpg"], skip_bad=True) == {"tiny003.jpg"}
+
+
+def test_fold_numbers():
+    folds = pd.DataFrame({"ImageId": ["a", "b", "c"], "fold": [0, 1, 2]})
+    assert train.fold_numbers("all", folds) == [0, 1, 2]
+    assert train.fold_numbers("1", folds) == [1]
+    with pytest.raises(train.UserError, match="not in"):
+        train.fold_numbers("3", folds)
+    with pytest.raises(train.UserError, match="fold number or 'all'"):
+        train.fold_numbers("x", folds)
+
+
+# ---------------------------------------------------------------- resume bookkeeping (no training)
+
+def write_history(fold_dir, values, best_flags):
+    rows = [{"epoch": i + 1, "val_dice": v, "loss": 1.0, "best": b} for i, (v, b) in enumerate(
+        zip(values, best_flags, strict=True))]
+    pd.DataFrame(rows).to_csv(fold_dir / HISTORY, index=False)
+
+
+@pytest.mark.parametrize("value, best, mode, expected", [
+    (0.5, None, "max", True), (0.5, 0.4, "max", True), (0.4, 0.4, "max", False), (0.3, 0.4, "min", True),
+    (float("nan"), None, "max", False),
+])
+def test_is_better(value, best, mode, expected):
+    assert is_better(value, best, mode) is expected
+
+
+def test_rebuild_state_counts_patience():
+    history = pd.DataFrame({"epoch": [1, 2, 3, 4], "val_dice": [0.5, 0.7, 0.6, 0.65]})
+    state = rebuild_state(history, "val_dice", "max")
+    assert (state.completed, state.best_value, state.best_epoch, state.wait) == (4, 0.7, 2, 2)
+    assert state.stopped(2) and not state.stopped(3) and not state.stopped(None)
+
+
+def test_prepare_resume_cuts_history_and_handles_pending_weights(tmp_path):
+    # killed after epoch 3's backup but before its pending weights were promoted
+    write_history(tmp_path, [0.5, 0.4, 0.6, 0.7], [1, 0, 1, 1])
+    (tmp_path / BEST_WEIGHTS).write_text("epoch 1")
+    (tmp_path / "pending-best-epoch0003.weights.h5").write_text("epoch 3")
+    (tmp_path / "pending-best-epoch0004.weights.h5").write_text("epoch 4")  # its backup never happened
+    state = prepare_resume(tmp_path, 3, "val_dice", "max")
+    assert pd.read_csv(tmp_path / HISTORY)["epoch"].tolist() == [1, 2, 3]
+    assert (tmp_path / BEST_WEIGHTS).read_text() == "epoch 3"
+    assert not list(tmp_path.glob("pending-*"))
+    assert (state.best_value, state.best_epoch, state.wait) == (0.6, 3, 0)
+
+
+def test_prepare_resume_from_scratch_removes_old_files(tmp_path):
+    write_history(tmp_path, [0.5], [1])
+    (tmp_path / BEST_WEIGHTS).write_text("old")
+    state = prepare_resume(tmp_path, 0, "val_dice", "max")
+    assert not (tmp_path / HISTORY).exists() and not (tmp_path / BEST_WEIGHTS).exists()
+    assert state.completed == 0 and state.best_value is None
