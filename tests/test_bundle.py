@@ -150,6 +150,43 @@ def test_project_wheel_builds_offline(tmp_path):
     assert not [name for name in names if "__pycache__" in name]
 
 
+def make_wheel(folder: Path, version_text: str) -> Path:
+    """A minimal valid wheel of the module ``tinypkg`` whose ``VALUE`` is ``version_text``."""
+    path = folder / "tinypkg-1.0-py3-none-any.whl"
+    files = {"tinypkg/__init__.py": f"VALUE = {version_text!r}\n",
+             "tinypkg-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: tinypkg\nVersion: 1.0\n",
+             "tinypkg-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+                                           "Tag: py3-none-any\n"}
+    record = "".join(f"{name},,\n" for name in files) + "tinypkg-1.0.dist-info/RECORD,,\n"
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, text in {**files, "tinypkg-1.0.dist-info/RECORD": record}.items():
+            archive.writestr(name, text)
+    return path
+
+
+def test_wheels_install_into_the_target_once_and_again_when_they_change(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    target = tmp_path / "packages"
+    wheel = make_wheel(tmp_path, "first")
+    assert kaggle_notebook.install_wheels([wheel], target) is True
+    assert (target / "tinypkg" / "__init__.py").read_text() == "VALUE = 'first'\n"
+    assert kaggle_notebook.install_wheels([wheel], target) is False  # same bytes: reused
+    wheel = make_wheel(tmp_path, "second")
+    assert kaggle_notebook.install_wheels([wheel], target) is True
+    assert (target / "tinypkg" / "__init__.py").read_text() == "VALUE = 'second'\n"
+    kaggle_notebook.activate(target, ["tinypkg"])
+    assert sys.path[0] == str(target.resolve())
+    with pytest.raises(BundleError, match="json resolves to .*not to the bundle's copy"):
+        kaggle_notebook.activate(target, ["json"])
+
+
+def test_a_broken_wheel_is_a_clear_error(tmp_path):
+    broken = tmp_path / "broken-1.0-py3-none-any.whl"
+    broken.write_bytes(b"not a zip")
+    with pytest.raises(BundleError, match=r"installing the bundle's wheels failed \(exit"):
+        kaggle_notebook.install_wheels([broken], tmp_path / "packages")
+
+
 # ----------------------------------------------------------------------------- finding the bundle
 
 def make_manifest(folder: Path) -> Path:

@@ -363,14 +363,17 @@ def readme_text(manifest: dict, metadata: dict, out: Path, sizes: Mapping[str, i
     edit = (f"\n**Edit `dataset-metadata.json` first**: replace `{USERNAME_PLACEHOLDER}` with your Kaggle user "
             "name (no kaggle.json or KAGGLE_USERNAME was found when the bundle was made).\n" if placeholder else "")
     total = human_size(sum(sizes.values()))
+    gate = " (with the classifier folds: the thresholds gate on them)" if manifest["gated"] else ""
     listing = "\n".join(f"| `{name}` | {human_size(size)} |" for name, size in sorted(sizes.items()))
     wheels = "\n".join(f"| `{entry['file']}` | {entry['install']} |" for entry in manifest["wheels"])
     return f"""# Severstal offline bundle: experiment `{manifest['experiment']}`
 
 Made by `severstal bundle` on {manifest['created']} with severstal {manifest['severstal_version']}
-(Python {manifest['python']}, TensorFlow {manifest['tensorflow'] or 'not installed'}). Segmenter folds
-{manifest['folds']}{' with their classifier gate' if manifest['gated'] else ''}; flips {', '.join(manifest['tta'])};
-batch size {manifest['batch_size']}. {total} in all.
+(Python {manifest['python']}, TensorFlow {manifest['tensorflow'] or 'not installed'}); {total} in all.
+
+- segmenter folds: {', '.join(map(str, manifest['folds']))}{gate}
+- flips averaged: {', '.join(manifest['tta'])}
+- batch size: {manifest['batch_size']}
 
 ## Upload it as a Kaggle dataset
 {edit}

@@ -26,6 +26,7 @@ SEVERSTAL_OUTPUT, SEVERSTAL_WORK, SEVERSTAL_FOLDS, SEVERSTAL_TTA, SEVERSTAL_BATC
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
@@ -229,14 +230,14 @@ def install_wheels(wheels: Sequence[Path], target: Path) -> bool:
     """``pip install --no-index --no-deps --target target`` the wheel files (skipped when already there).
 
     Returns:
-        True when pip ran, False when ``target`` already held exactly these wheels.
+        True when pip ran, False when ``target`` already held exactly these wheels (same names and bytes).
 
     Raises:
         BundleError: pip failed (its output is in the message).
     """
     stamp = target / ".severstal-wheels.json"
-    names = sorted(Path(wheel).name for wheel in wheels)
-    if stamp.is_file() and json.loads(stamp.read_text()) == names:
+    installed = sorted([Path(wheel).name, hashlib.sha256(Path(wheel).read_bytes()).hexdigest()] for wheel in wheels)
+    if stamp.is_file() and json.loads(stamp.read_text()) == installed:
         return False
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
@@ -246,7 +247,7 @@ def install_wheels(wheels: Sequence[Path], target: Path) -> bool:
     if result.returncode != 0:
         output = (result.stdout + result.stderr).strip()[-3000:]
         raise BundleError(f"installing the bundle's wheels failed (exit {result.returncode}):\n{output}")
-    stamp.write_text(json.dumps(names))
+    stamp.write_text(json.dumps(installed))
     return True
 
 
