@@ -80,6 +80,9 @@ stop_children() {  # on Ctrl-C / kill: stop the fold processes this script start
     for pid in "${slot_pid[@]}"; do
         [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
     done
+    for pid in "${slot_pid[@]}"; do  # exit only once they are gone
+        [ -n "$pid" ] && wait "$pid" 2>/dev/null || true
+    done
     echo "train_parallel: interrupted; running folds were stopped (re-run to resume them)" >&2
     exit 130
 }

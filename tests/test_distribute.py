@@ -1,9 +1,11 @@
 """Scale-out: scripts/train_parallel.sh (one fold per GPU at a time) and MirroredStrategy on two CPU devices."""
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -78,6 +80,29 @@ def test_experiment_name_follows_the_options(tmp_path):
     assert result.returncode == 0, result.stderr
     assert sorted(path.name for path in (tmp_path / "logs" / "trial").iterdir()) == ["seg-fold0.log", "seg-fold1.log"]
     assert "gpu=3 fold=0" in (tmp_path / "logs" / "trial" / "seg-fold0.log").read_text()
+
+
+def test_termination_stops_the_running_folds(tmp_path):
+    fake = tmp_path / "fake-train.sh"
+    fake.write_text('#!/usr/bin/env bash\necho $$ >> "$RECORD"\nexec sleep 60\n')
+    fake.chmod(0o755)
+    record = tmp_path / "pids.txt"
+    environment = {**os.environ, "PYTHON": sys.executable, "SEVERSTAL_COMMAND": str(fake), "POLL_SECONDS": "0.05",
+                   "RECORD": str(record)}
+    process = subprocess.Popen(["bash", str(SCRIPT), "0,1", "seg", "--config", str(DEMO_CONFIG)], cwd=tmp_path,
+                               env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while (not record.exists() or len(record.read_text().split()) < 2) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pids = [int(pid) for pid in record.read_text().split()]
+    assert len(pids) == 2  # both GPUs busy
+    process.send_signal(signal.SIGTERM)
+    _, error = process.communicate(timeout=30)
+    assert process.returncode == 130
+    assert "interrupted; running folds were stopped" in error
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
 
 
 @pytest.mark.parametrize("arguments, message", [
