@@ -25,6 +25,9 @@ from .constants import CLASS_IDS, HEIGHT, WIDTH
 
 ID_DIGITS = 9  # real ids are 9 hex digits + ".jpg"
 SPLITS = ("train", "test")
+# Random streams are seeded with (stream, seed, split, ...); the leading tag keeps them apart
+# (NumPy's SeedSequence treats [a, b] and [a, b, 0] alike, so tags cannot go last).
+PIXEL_STREAM, ID_STREAM, ORDER_STREAM = 1, 2, 3
 
 # Class combinations per image and how many of the 12,568 official training images have each. The
 # first seven are published counts; the rare rest are inferred from the per-class totals
@@ -65,7 +68,7 @@ def combination_counts(count: int) -> list[tuple[tuple[int, ...], int]]:
 
 def image_id_for(seed: int, split: int, index: int, attempt: int = 0) -> str:
     """The deterministic id of image ``index`` of split number ``split`` (``attempt`` > 0 after a clash)."""
-    value = np.random.default_rng([seed, split, index, attempt, 1]).integers(16**ID_DIGITS)
+    value = np.random.default_rng([ID_STREAM, seed, split, index, attempt]).integers(16**ID_DIGITS)
     return f"{int(value):0{ID_DIGITS}x}.jpg"
 
 
@@ -91,7 +94,7 @@ def plan_dataset(num_train: int, num_test: int, seed: int) -> dict[str, list[Ima
     plan: dict[str, list[ImageSpec]] = {}
     for split, (name, count) in enumerate(zip(SPLITS, (num_train, num_test), strict=True)):
         classes = [c for c, n in combination_counts(count) for _ in range(n)]
-        order = np.random.default_rng([seed, split, 2]).permutation(count)
+        order = np.random.default_rng([ORDER_STREAM, seed, split]).permutation(count)
         specs = []
         for index in range(count):
             attempt = 0
@@ -100,7 +103,7 @@ def plan_dataset(num_train: int, num_test: int, seed: int) -> dict[str, list[Ima
                 attempt += 1
                 image_id = image_id_for(seed, split, index, attempt)
             taken.add(image_id)
-            specs.append(ImageSpec(image_id, classes[order[index]], (seed, split, index, 0)))
+            specs.append(ImageSpec(image_id, classes[order[index]], (PIXEL_STREAM, seed, split, index)))
         plan[name] = sorted(specs, key=lambda spec: spec.image_id)
     return plan
 
@@ -131,12 +134,16 @@ def generate_image(rng: np.random.Generator | int, classes: tuple[int, ...] | li
     image = _background(rng, level)  # (256, 1600) float32
     delta = np.zeros((HEIGHT, WIDTH), np.float32)  # defect intensity changes
     masks = [np.zeros((HEIGHT, WIDTH), np.uint8) for _ in CLASS_IDS]  # 4 x (256, 1600), contiguous for cv2
-    occupied = np.zeros(WIDTH, np.int8)  # class id (0 none) occupying each column
+    placer = _Placer(rng, steel)
     painters = {1: _paint_pits, 2: _paint_streaks, 3: _paint_class3, 4: _paint_dents}
     for class_id in sorted(classes, key=lambda c: (c != 4, c)):  # the large class-4 dents first
         mask = masks[class_id - 1]
-        while not mask[:, steel[0]:steel[1]].any():
-            painters[class_id](rng, delta, mask, _Placer(rng, steel, occupied, class_id))
+        for _ in range(10):  # a painter always draws on the steel: one pass is enough in practice
+            painters[class_id](rng, delta, mask, placer)
+            if mask[:, steel[0]:steel[1]].any():
+                break
+        else:
+            raise RuntimeError(f"could not place a class {class_id} defect on columns {steel}")
         mask[:, : steel[0]] = 0
         mask[:, steel[1]:] = 0
     image += delta * float(np.clip(level / 110, 0.6, 1.25))
@@ -148,10 +155,11 @@ def generate_image(rng: np.random.Generator | int, classes: tuple[int, ...] | li
 
 
 class _Placer:
-    """Chooses defect positions on the steel, avoiding columns that other classes occupy."""
+    """Chooses defect positions on the steel, avoiding columns other defects occupy (when it can)."""
 
-    def __init__(self, rng: np.random.Generator, steel: tuple[int, int], occupied: np.ndarray, class_id: int):
-        self.rng, self.steel, self.occupied, self.class_id = rng, steel, occupied, class_id
+    def __init__(self, rng: np.random.Generator, steel: tuple[int, int]):
+        self.rng, self.steel = rng, steel
+        self.occupied = np.zeros(WIDTH, bool)  # columns some defect already covers
 
     def column(self, half_width: float, near: float | None = None, spread: float = 0.0) -> int:
         """A centre column for a defect ``2 * half_width`` wide (near ``near`` when given)."""
@@ -163,10 +171,9 @@ class _Placer:
                 centre = self.rng.uniform(low, high)
             else:
                 centre = float(np.clip(near + self.rng.normal(0, spread), low, high))
-            span = self.occupied[int(centre - half): int(centre + half) + 1]
-            if not ((span != 0) & (span != self.class_id)).any():
+            if not self.occupied[max(int(centre - half), 0): int(centre + half) + 1].any():
                 break
-        self.occupied[max(int(centre - half), 0): int(centre + half) + 1] = self.class_id
+        self.occupied[max(int(centre - half), 0): int(centre + half) + 1] = True
         return int(round(centre))
 
 
@@ -314,7 +321,7 @@ def _paint_pits(rng: np.random.Generator, delta: np.ndarray, mask: np.ndarray, p
         ellipse += 0.5 * _smooth_noise(rng, (4, 3), (box_h, box_w)) * np.clip(1.5 - ellipse, 0, 1)
         core = np.clip((1 - ellipse) * 2.5, 0, 1)  # (box_h, box_w) soft 0..1
         sign = -1.0 if rng.random() < 0.65 else 1.0
-        patch = sign * rng.uniform(14, 32) * core
+        patch = sign * rng.uniform(18, 35) * core
         patch += core * rng.uniform(4, 10) * rng.standard_normal(core.shape, dtype=np.float32)  # rough
         inside = np.argwhere(core > 0.5)
         for _ in range(int(rng.integers(2, 9)) if len(inside) else 0):
@@ -387,7 +394,7 @@ def _paint_scratches(rng: np.random.Generator, delta: np.ndarray, mask: np.ndarr
     for index in range(lines):
         line_x = base_x + index * spacing + rng.normal(0, 2) + 1.5 * _smooth_noise(rng, (4, 1), (length, 1))
         along = np.clip(np.minimum(yy, length - yy) / (0.1 * length), 0, 1)
-        along *= np.clip(0.8 + 0.5 * _smooth_noise(rng, (int(rng.integers(3, 9)), 1), (length, 1)), 0, 1)
+        along *= np.clip(0.8 + 0.5 * _smooth_noise(rng, (int(rng.integers(3, 9)), 1), (length, 1)), 0.35, 1)
         sigma = rng.uniform(1.0, 3.0)
         shoulder = rng.choice([-1, 1]) * rng.uniform(2, 5)
         core = _gaussian_line(xx, line_x, sigma)
@@ -401,20 +408,23 @@ def _paint_scratches(rng: np.random.Generator, delta: np.ndarray, mask: np.ndarr
 
 
 def _paint_flakes(rng: np.random.Generator, delta: np.ndarray, mask: np.ndarray, placer: _Placer) -> None:
-    """A small cluster of short bright flakes (rolled-in scale), slightly slanted."""
+    """A small cluster of short bright ragged flakes (rolled-in scale), slightly slanted."""
     box_h, box_w = int(_lognormal(rng, 70, 160, 25, 220)), int(_lognormal(rng, 30, 70, 14, 120))
     centre_x = placer.column(box_w / 2 + 10)
     y0 = int(rng.integers(0, HEIGHT - box_h + 1))
     patch = np.zeros((box_h + 20, box_w + 20), np.float32)
     drawn = np.zeros(patch.shape, np.uint8)
-    slant = rng.normal(0, 0.3)
+    slant = rng.normal(0, 0.3)  # radians from vertical
+    rotation = np.array([[np.cos(slant), -np.sin(slant)], [np.sin(slant), np.cos(slant)]])
     for _ in range(int(rng.integers(2, 8))):
-        x, y = rng.uniform(10, box_w + 10), rng.uniform(10, box_h + 10)
-        length = rng.uniform(6, min(45, box_h / 2 + 6))
-        end = (int(x + slant * length), int(y + length))
-        thickness = int(rng.integers(2, 6))
-        cv2.line(patch, (int(x), int(y)), end, rng.uniform(30, 70), thickness)
-        cv2.line(drawn, (int(x), int(y)), end, 1, thickness)
+        length, thickness = rng.uniform(6, min(45, box_h / 2 + 6)), rng.uniform(1.5, 4.5)
+        angles = np.sort(rng.uniform(0, 2 * np.pi, 7))
+        radii = rng.uniform(0.55, 1.0, 7)
+        outline = np.stack([radii * np.cos(angles) * thickness, radii * np.sin(angles) * length / 2], axis=1)
+        outline = outline @ rotation.T + [rng.uniform(10, box_w + 10), rng.uniform(10, box_h + 10)]
+        polygon = [np.round(outline).astype(np.int32)]
+        cv2.fillPoly(patch, polygon, rng.uniform(30, 70))
+        cv2.fillPoly(drawn, polygon, 1)
     patch = cv2.GaussianBlur(patch, (0, 0), 1.0)
     x0 = centre_x - box_w // 2 - 10
     _paste(delta, patch, x0, y0 - 10)
@@ -455,7 +465,7 @@ def _paint_dents(rng: np.random.Generator, delta: np.ndarray, mask: np.ndarray, 
     for index in range(blobs):
         scale = 1.0 if index == 0 else rng.uniform(0.3, 0.8)
         height = _lognormal(rng, 110 * scale, 240, 20, HEIGHT)
-        width = _lognormal(rng, 130 * scale, 420, 24, 600)
+        width = _lognormal(rng, 130 * scale, 420, max(24, height / 3), min(600, 3 * height + 40))  # compact
         if centre_x is None or rng.random() < 0.3:
             centre_x = placer.column(width / 2)
         else:
@@ -469,8 +479,9 @@ def _paint_dents(rng: np.random.Generator, delta: np.ndarray, mask: np.ndarray, 
         ellipse += ragged * np.clip(1.6 - ellipse, 0, 1)
         region = (ellipse < 1).astype(np.uint8)
         soft = cv2.GaussianBlur(region.astype(np.float32), (0, 0), rng.uniform(1.0, 3.0))
-        grid = (max(box_h // 10, 2), max(box_w // 10, 2))
-        depth = rng.uniform(25, 50) * (0.75 + 0.35 * _smooth_noise(rng, grid, size))  # mottled floor
+        grid = (max(box_h // 24, 2), max(box_w // 24, 2))
+        depth = rng.uniform(25, 50) * (0.8 + 0.3 * _smooth_noise(rng, grid, size))  # uneven floor
+        depth += rng.uniform(3, 8) * rng.standard_normal(size, dtype=np.float32)  # rough surface
         rim = rng.uniform(15, 35) * np.clip(np.roll(soft, 3, axis=0) - soft, -1, 1)  # > 0 on the lower edge
         cracks = np.zeros(size, np.float32)
         for _ in range(int(rng.integers(1, 8))):
