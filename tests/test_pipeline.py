@@ -12,6 +12,7 @@ from severstal.pipeline import (
     input_spec,
     make_samples,
     read_image,
+    sampling_groups,
     training_dataset,
     validation_dataset,
 )
@@ -136,9 +137,20 @@ def test_training_batches_for_both_models(small_data):
     images, masks = next(iter(dataset))
     assert images.shape == (4, 32, 64, 3) and images.dtype.name == "uint8"
     assert masks.shape == (4, 32, 64, 4) and masks.dtype.name == "uint8"
-    dataset, _ = training_dataset(small_data, "cls", {"crop": None, "head": "binary"}, spec, 0, 3, balanced=True)
+    section = {"crop": None, "head": "binary", "balanced_sampling": "defect"}
+    dataset, _ = training_dataset(small_data, "cls", section, spec, 0, 3)
     presence = np.concatenate([labels.numpy() for _, labels in dataset.take(20)])  # (60, 1)
     assert presence.shape == (60, 1) and 0.3 < presence.mean() < 0.7
+
+
+def test_sampling_groups():
+    samples = make_samples(["a", "b", "c", "d"], ".", {"a": {1: "1 1"}, "b": {1: "1 1", 3: "5 1"}, "c": {4: "1 1"}})
+    assert [g.image_ids for g in sampling_groups(samples, False)] == [("a", "b", "c", "d")]
+    assert [g.image_ids for g in sampling_groups(samples, "defect")] == [("a", "b", "c"), ("d",)]
+    assert [g.image_ids for g in sampling_groups(samples, True)] == [("a", "b", "c"), ("d",)]
+    assert [g.image_ids for g in sampling_groups(samples, "classes")] == [("a", "b"), ("b",), ("c",), ("d",)]
+    with pytest.raises(ValueError, match="balanced_sampling"):
+        sampling_groups(samples, "rare")
 
 
 def test_training_needs_a_full_batch(small_data):

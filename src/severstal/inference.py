@@ -76,7 +76,7 @@ def load_fold_model(config: Config, kind: str, fold: int) -> FoldModel:
                                 f"train it first (severstal train --model {kind} --fold {fold})")
     saved = yaml.safe_load(saved_config.read_text())
     section = saved[kind]
-    model = build_model(kind, section)
+    model = build_model(kind, {**section, "encoder_weights": "none"})  # all weights come from the fold's file
     model.load_weights(str(weights))
     data = saved["data"]
     spec = input_spec(int(data["height"]), int(data["width"]), float(section.get("scale", 1.0)))

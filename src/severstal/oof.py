@@ -43,9 +43,14 @@ GROUPS = (*(f"class {c}" for c in CLASS_IDS), "any defect")
 
 def raw_dice(probabilities: np.ndarray, truth: np.ndarray, threshold: float = THRESHOLD) -> np.ndarray:
     """Dice of each (image, class) at a pixel threshold, no post-processing: ``(N, H, W, 4)`` -> ``(N, 4)``."""
-    predicted = probabilities > threshold
-    truth = truth.astype(bool)
-    return dice_from_areas(predicted.sum(axis=(1, 2)), truth.sum(axis=(1, 2)), (predicted & truth).sum(axis=(1, 2)))
+    count, channels = probabilities.shape[0], probabilities.shape[-1]
+
+    def areas(mask):  # (N, H, W, C) bool -> (N, C); counting along contiguous rows is much faster
+        return np.count_nonzero(np.ascontiguousarray(np.moveaxis(mask, -1, 1)).reshape(count * channels, -1),
+                                axis=1).reshape(count, channels)
+
+    predicted, truth = probabilities > threshold, truth.astype(bool)
+    return dice_from_areas(areas(predicted), areas(truth), areas(predicted & truth))
 
 
 def segmentation_summary(dice: np.ndarray, true_area: np.ndarray) -> dict:

@@ -140,19 +140,45 @@ def _sample_dataset(samples: Samples):
     return tf.data.Dataset.from_tensor_slices((list(samples.paths), rles))
 
 
-def training_dataset(samples: Samples, kind: str, section: dict, spec: InputSpec, seed: int, batch_size: int,
-                     balanced: bool = False):
+SAMPLING = (False, "defect", "classes")
+
+
+def sampling_groups(samples: Samples, sampling) -> list[Samples]:
+    """The groups a balanced stream draws from equally often (each group's images uniformly).
+
+    Args:
+        samples: the training images.
+        sampling: ``False`` (one group), ``"defect"`` or ``True`` (defective / defect-free) or
+            ``"classes"`` (the images of each class, and the defect-free ones; an image with two
+            classes is in two groups). Empty groups are dropped.
+    """
+    if sampling is True:
+        sampling = "defect"
+    if sampling not in SAMPLING:
+        raise ValueError(f"balanced_sampling must be false, 'defect' or 'classes', got {sampling!r}")
+    presence = samples.presence() > 0  # (images, 4)
+    clean = ~presence.any(axis=1)
+    if not sampling:
+        groups = [np.ones(len(samples), bool)]
+    elif sampling == "defect":
+        groups = [~clean, clean]
+    else:
+        groups = [presence[:, c] for c in range(NUM_CLASSES)] + [clean]
+    return [samples.subset(group) for group in groups if group.any()]
+
+
+def training_dataset(samples: Samples, kind: str, section: dict, spec: InputSpec, seed: int, batch_size: int):
     """An endless, shuffled, augmented stream of training batches.
 
     Args:
         samples: the training images.
         kind: ``seg`` (targets: masks ``(batch, ch, cw, 4)`` uint8) or ``cls`` (targets: presence
             ``(batch, 4)``, or ``(batch, 1)`` for ``section['head'] == 'binary'``, float32).
-        section: the model's config section (``crop``, ``crop_non_empty``, ``augment``, ``head``).
+        section: the model's config section (``crop``, ``crop_non_empty``, ``augment``, ``head``,
+            ``balanced_sampling``: see :func:`sampling_groups`).
         spec: image sizes.
         seed: shuffling and augmentation seed.
-        batch_size: examples per batch (the last incomplete batch of a pass is dropped).
-        balanced: draw images with and without a defect equally often.
+        batch_size: examples per batch.
 
     Returns:
         ``(dataset, steps_per_epoch)``: one epoch is ``len(samples) // batch_size`` batches.
@@ -184,14 +210,13 @@ def training_dataset(samples: Samples, kind: str, section: dict, spec: InputSpec
     def endless(part: Samples, part_seed: int):
         return _sample_dataset(part).shuffle(len(part), seed=part_seed, reshuffle_each_iteration=True).repeat()
 
-    if balanced:
-        has_defect = samples.presence().max(axis=1) > 0
-        parts = [samples.subset(has_defect), samples.subset(~has_defect)]
-        parts = [part for part in parts if len(part)]
-        dataset = tf.data.Dataset.sample_from_datasets(
-            [endless(part, seed + i) for i, part in enumerate(parts)], [1.0 / len(parts)] * len(parts), seed=seed)
+    groups = sampling_groups(samples, section.get("balanced_sampling", False))
+    if len(groups) == 1:
+        dataset = endless(groups[0], seed)
     else:
-        dataset = endless(samples, seed)
+        dataset = tf.data.Dataset.sample_from_datasets(
+            [endless(group, seed + i) for i, group in enumerate(groups)], [1.0 / len(groups)] * len(groups),
+            seed=seed)
     dataset = dataset.map(load, num_parallel_calls=AUTOTUNE, deterministic=False)
     return dataset.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE), len(samples) // batch_size
 

@@ -153,8 +153,7 @@ def train_fold(config: Config, kind: str, fold: int, train_ids: list[str], val_i
         train_samples = train_samples.subset(train_samples.presence().max(axis=1) > 0)
     batch_size, epochs = int(section["batch_size"]), int(section["epochs"])
     try:
-        train_data, steps = training_dataset(train_samples, kind, section, spec, seed, batch_size,
-                                             balanced=bool(section.get("balanced_sampling")))
+        train_data, steps = training_dataset(train_samples, kind, section, spec, seed, batch_size)
     except ValueError as error:
         raise UserError(f"{kind}: {error}") from None
     val_data = validation_dataset(make_samples(val_ids, image_dir, lookup), kind, section, spec,
