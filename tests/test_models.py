@@ -40,6 +40,18 @@ def test_segmenter_and_classifier_outputs():
         assert classifier.predict_on_batch(images).shape == (2, outputs)
 
 
+@pytest.mark.parametrize("pooling, features", [("avg", 512), ("max", 512), ("avgmax", 1024)])
+def test_classifier_pooling(pooling, features):
+    classifier = build_classifier({"backbone": "resnet18", "encoder_weights": "none", "pooling": pooling,
+                                   "dense_units": 8})
+    assert classifier.get_layer("dense").input_shape == (None, features)
+
+
+def test_unknown_pooling():
+    with pytest.raises(ValueError, match="cls.pooling"):
+        build_classifier({"backbone": "resnet18", "encoder_weights": "none", "pooling": "median"})
+
+
 @pytest.mark.parametrize("section, message", [
     ({**SMALL_SEGMENTER, "encoder": "vgg16"}, "unknown backbone"),
     ({**SMALL_SEGMENTER, "architecture": "linknet"}, "unet' or 'fpn"),

@@ -266,7 +266,7 @@ def plot_curves(history: pd.DataFrame, metric: str, path: str | os.PathLike) -> 
                 axis.plot(history["epoch"], history[key], style, label=key, markersize=4)
         if "best" in history and f"val_{name}" in history:
             best = history[history["best"] == 1]
-            axis.plot(best["epoch"], best[f"val_{name}"], "k*", markersize=9, label="new best")
+            axis.plot(best["epoch"], best[f"val_{name}"], "k*", markersize=9, label="best epoch so far")
         axis.set_xlabel("epoch")
         axis.set_title(name)
         axis.grid(alpha=0.3)

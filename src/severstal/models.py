@@ -162,10 +162,12 @@ def build_segmenter(section: dict) -> keras.Model:
 
 
 def build_classifier(section: dict) -> keras.Model:
-    """A backbone, global average pooling and a small dense head with sigmoid outputs.
+    """A backbone, global pooling and a small dense head with sigmoid outputs.
 
     Args:
-        section: the config's ``cls`` mapping (backbone, encoder_weights, head, dense_units, dropout).
+        section: the config's ``cls`` mapping (backbone, encoder_weights, head, pooling: ``avg``,
+            ``max`` (small defects are not averaged away) or ``avgmax`` (both, concatenated),
+            dense_units, dropout).
 
     Returns:
         A model ``(batch, h, w, 3) uint8 -> (batch, 4)`` (head ``multilabel``) or ``(batch, 1)``
@@ -182,8 +184,16 @@ def build_classifier(section: dict) -> keras.Model:
     if local_file is not None:
         _load_encoder_file(backbone, local_file)
     images = keras.Input((None, None, 3), dtype="uint8", name="image")
-    x = backbone(ImageInput(name, name="normalise")(images))
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    features = backbone(ImageInput(name, name="normalise")(images))
+    pooling = section.get("pooling", "avg")
+    pools = {"avg": [keras.layers.GlobalAveragePooling2D(name="average_pool")],
+             "max": [keras.layers.GlobalMaxPooling2D(name="max_pool")],
+             "avgmax": [keras.layers.GlobalAveragePooling2D(name="average_pool"),
+                        keras.layers.GlobalMaxPooling2D(name="max_pool")]}
+    if pooling not in pools:
+        raise ValueError(f"cls.pooling must be avg, max or avgmax, got {pooling!r}")
+    pooled = [pool(features) for pool in pools[pooling]]
+    x = pooled[0] if len(pooled) == 1 else keras.layers.Concatenate(name="pooled")(pooled)
     x = keras.layers.Dropout(float(section.get("dropout", 0.0)), name="dropout_pooled")(x)
     x = keras.layers.Dense(int(section.get("dense_units", 128)), activation="relu", name="dense")(x)
     x = keras.layers.Dropout(float(section.get("dropout", 0.0)), name="dropout_dense")(x)
