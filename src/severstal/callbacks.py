@@ -189,9 +189,9 @@ class TrainingRecord(keras.callbacks.Callback):
         else:
             self.state.wait += 1
         self.state.completed = number
+        learning_rate = float(keras.backend.get_value(self.model.optimizer.learning_rate))  # MirroredVariable-safe
         row = {"epoch": number, **{k: float(v) for k, v in sorted(logs.items())},
-               "lr": float(self.model.optimizer.learning_rate), "seconds": time.monotonic() - self.started,
-               "best": int(improved)}
+               "lr": learning_rate, "seconds": time.monotonic() - self.started, "best": int(improved)}
         history = read_history(self.fold_dir)
         write_csv_atomically(pd.concat([history, pd.DataFrame([row])], ignore_index=True),
                              self.fold_dir / HISTORY)
