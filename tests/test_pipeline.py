@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from severstal.augment import Augmenter, check_crop, label_map
+from severstal.augment import Augmenter, check_crop, crop_window, label_map
 from severstal.labels import read_table, rle_lookup
 from severstal.pipeline import (
     decode_masks,
@@ -91,6 +91,22 @@ def test_crop_non_empty_always_holds_the_defect():
         cropped_image, cropped = augmenter(image, masks)
         assert cropped_image.shape == (64, 64, 3) and cropped.shape == (64, 64, 4)
         assert cropped[..., 3].sum() > 0
+
+
+def test_crop_window_rule():
+    rng = np.random.default_rng(0)
+    masks = np.zeros((64, 400, 4), np.uint8)
+    masks[10, 350, 1] = 1  # one defect pixel near the right edge
+    lefts = set()
+    for _ in range(200):
+        top, left = crop_window(masks, (32, 64), True, rng)
+        assert top <= 10 < top + 32 and left <= 350 < left + 64 and left + 64 <= 400
+        lefts.add(left)
+    assert len(lefts) > 20  # the defect lands anywhere in the crop, not always at the same place
+    for on_defect, source in ((False, masks), (True, np.zeros_like(masks))):  # uniform windows
+        windows = {crop_window(source, (64, 100), on_defect, rng) for _ in range(300)}
+        assert {top for top, _ in windows} == {0} and max(left for _, left in windows) <= 300
+        assert min(left for _, left in windows) < 30 and max(left for _, left in windows) > 270
 
 
 def test_mask_dropout_blacks_out_one_defect_and_clears_it():

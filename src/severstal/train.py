@@ -172,7 +172,8 @@ def train_fold(config: Config, kind: str, fold: int, train_ids: list[str], val_i
         print(f"resuming after epoch {completed} of {epochs} (best {monitor} {state.best_value:.4f} at epoch "
               f"{state.best_epoch}, {state.wait} epoch(s) without improvement)", flush=True)
     record = TrainingRecord(fold_dir, monitor, mode, patience, epochs, state)
-    callbacks = [record, ResumableBackup(fold_dir, record)]
+    # the progress bar first, so that its end-of-epoch line is printed before the summary line
+    callbacks = [keras.callbacks.ProgbarLogger(count_mode="steps"), record, ResumableBackup(fold_dir, record)]
     pause = PauseForTests.from_environment()
     if pause is not None:
         callbacks.append(pause)
