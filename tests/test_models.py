@@ -13,6 +13,7 @@ from severstal.models import (
     build_segmenter,
     configure_hardware,
     encoder_weights_setting,
+    monitor_of,
     pad_amounts,
     segmentation_loss,
 )
@@ -162,3 +163,18 @@ def test_mixed_precision_keeps_float32_outputs():
     finally:
         configure_hardware({"mixed_precision": False})
     assert keras.mixed_precision.global_policy().name == "float32"
+
+
+@pytest.mark.parametrize("kind, section, expected", [
+    ("seg", {}, ("val_dice", "max")), ("cls", {}, ("val_loss", "min")), ("seg", {"monitor": "val_loss"},
+                                                                          ("val_loss", "min")),
+    ("seg", {"monitor": "val_pos_dice_3"}, ("val_pos_dice_3", "max")), ("cls", {"monitor": "val_auc"},
+                                                                        ("val_auc", "max")),
+])
+def test_monitor_of(kind, section, expected):
+    assert monitor_of(kind, section) == expected
+
+
+def test_unknown_monitor():
+    with pytest.raises(ValueError, match="cls.monitor"):
+        monitor_of("cls", {"monitor": "val_dice"})

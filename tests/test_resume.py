@@ -45,8 +45,8 @@ def test_kill_mid_epoch_then_resume(tiny_run, tmp_path):  # noqa: F811
     assert list(history.columns) == list(reference.columns)
     summary = json.loads((fold_dir / "training.json").read_text())
     assert summary["epochs_run"] == json.loads((reference_dir / "training.json").read_text())["epochs_run"]
-    best = history.loc[history["val_dice"].idxmax()]  # the first epoch with the highest Dice
-    assert summary["best_epoch"] == int(best["epoch"])
+    best = history.loc[history[summary["monitor"]].idxmin()]  # the first epoch with the lowest loss
+    assert summary["monitor"] == "val_loss" and summary["best_epoch"] == int(best["epoch"])
     # the learning-rate schedule continued from the restored step counter (cosine over 2 epochs)
     assert history["lr"].tolist() == pytest.approx(reference["lr"].tolist(), rel=1e-5)
     assert not (fold_dir / "backup").exists() and (fold_dir / "oof.npz").is_file()

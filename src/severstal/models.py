@@ -404,9 +404,18 @@ def compile_model(model: keras.Model, kind: str, section: dict, steps_per_epoch:
     return model
 
 
-def monitor_of(kind: str) -> tuple[str, str]:
-    """The validation quantity that picks the best epoch, and whether higher (``max``) or lower is better."""
-    return ("val_dice", "max") if kind == "seg" else ("val_loss", "min")
+def monitor_of(kind: str, section: dict) -> tuple[str, str]:
+    """The validation quantity that picks the best epoch and stops early, and ``max`` or ``min``.
+
+    ``section['monitor']`` names it (default ``val_dice`` for a segmenter, ``val_loss`` for a
+    classifier); losses are minimised, everything else maximised.
+    """
+    monitor = section.get("monitor") or ("val_dice" if kind == "seg" else "val_loss")
+    known = (["val_loss", "val_dice", *(f"val_pos_dice_{c}" for c in range(1, NUM_CLASSES + 1))] if kind == "seg"
+             else ["val_loss", "val_accuracy", "val_precision", "val_recall", "val_f1", "val_auc"])
+    if monitor not in known:
+        raise ValueError(f"{kind}.monitor must be one of {', '.join(known)}, got {monitor!r}")
+    return monitor, "min" if monitor.endswith("loss") else "max"
 
 
 # ---------------------------------------------------------------- hardware

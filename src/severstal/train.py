@@ -164,7 +164,10 @@ def train_fold(config: Config, kind: str, fold: int, train_ids: list[str], val_i
         except ValueError as error:
             raise UserError(f"{kind}: {error}") from None
         compile_model(model, kind, section, steps, jit_compile=bool(config.get("hardware.xla")))
-    monitor, mode = monitor_of(kind)
+    try:
+        monitor, mode = monitor_of(kind, section)
+    except ValueError as error:
+        raise UserError(str(error)) from None
     patience = section.get("early_stopping_patience")
     completed = saved_epoch_count(fold_dir)
     state = prepare_resume(fold_dir, completed, monitor, mode)
@@ -180,7 +183,7 @@ def train_fold(config: Config, kind: str, fold: int, train_ids: list[str], val_i
     started = time.monotonic()
     if completed < epochs and not state.stopped(patience):
         model.fit(train_data, steps_per_epoch=steps, epochs=epochs, validation_data=val_data,
-                  callbacks=callbacks, verbose=1)
+                  callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)  # 2: one line per epoch in logs
     else:  # the run was killed after its last epoch was backed up: take the last state from the backup
         latest = tf.train.latest_checkpoint(str(fold_dir / BACKUP_DIR / "chief"))
         tf.train.Checkpoint(model=model).restore(latest).expect_partial()
