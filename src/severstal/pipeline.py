@@ -142,6 +142,14 @@ class _ThreadAugmenters:
         return augmenter
 
 
+def _streaming_options():
+    # Each element's ops run on one thread: the parallelism comes from the map's workers, and the
+    # model's own kernels keep the other threads (tf.data's performance guide recommends this).
+    options = tf.data.Options()
+    options.threading.max_intra_op_parallelism = 1
+    return options
+
+
 def _sample_dataset(samples: Samples):
     rles = np.array(samples.rles, dtype=object).reshape(-1, NUM_CLASSES).astype(str)
     return tf.data.Dataset.from_tensor_slices((list(samples.paths), rles))
@@ -225,7 +233,8 @@ def training_dataset(samples: Samples, kind: str, section: dict, spec: InputSpec
             [endless(group, seed + i) for i, group in enumerate(groups)], [1.0 / len(groups)] * len(groups),
             seed=seed)
     dataset = dataset.map(load, num_parallel_calls=AUTOTUNE, deterministic=False)
-    return dataset.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE), len(samples) // batch_size
+    dataset = dataset.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
+    return dataset.with_options(_streaming_options()), len(samples) // batch_size
 
 
 def validation_dataset(samples: Samples, kind: str, section: dict, spec: InputSpec, batch_size: int):
