@@ -160,3 +160,26 @@ def test_prepare_resume_from_scratch_removes_old_files(tmp_path):
     state = prepare_resume(tmp_path, 0, "val_dice", "max")
     assert not (tmp_path / HISTORY).exists() and not (tmp_path / BEST_WEIGHTS).exists()
     assert state.completed == 0 and state.best_value is None
+
+
+@pytest.mark.parametrize("finished, saved_rate, force, expected, kept", [
+    (False, 2.0e-3, False, "resume", True),
+    (False, 2.0e-3, True, "resume", True),  # an interrupted `train --force` goes on where it stopped
+    (False, 0.5, True, "fresh", False),  # made with another config: restarted
+    (True, 2.0e-3, True, "fresh", False),  # finished: retrained
+    (False, None, True, "fresh", False),  # no saved config: restarted
+])
+def test_fold_state_with_and_without_force(tmp_path, finished, saved_rate, force, expected, kept):
+    from severstal.config import save_config
+
+    config = load_config("configs/demo.yaml", [f"paths.models={tmp_path}"])
+    fold_dir = config.fold_dir("seg", 0)
+    fold_dir.mkdir(parents=True)
+    (fold_dir / HISTORY).write_text("epoch,loss\n1,0.9\n")
+    if saved_rate is not None:
+        save_config(load_config("configs/demo.yaml", [f"paths.models={tmp_path}", f"seg.learning_rate={saved_rate}"]),
+                    fold_dir)
+    if finished:
+        (fold_dir / train.FINISHED).write_text("{}")
+    assert train.fold_state(config, "seg", 0, force) == expected
+    assert (fold_dir / HISTORY).is_file() == kept

@@ -15,11 +15,12 @@ import os
 import shutil
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 
 from .cli import UserError, add_config_arguments, config_from_args, run_main
-from .config import Config, check_saved_config, save_config
+from .config import Config, ConfigError, check_saved_config, save_config
 from .labels import read_table, rle_lookup
 
 TRAINING_SECTIONS = ("data", "folds", "seed")  # plus the model's own section
@@ -101,11 +102,17 @@ def unusable_images(config: Config, ids: list[str], skip_bad: bool) -> set[str]:
 def fold_state(config: Config, kind: str, fold: int, force: bool) -> str:
     """``fresh``, ``resume`` (unfinished training), ``oof`` (trained, OOF missing or stale) or ``done``.
 
+    ``force`` restarts a finished fold or one made with another config; an unfinished fold with the
+    same config resumes even then, so re-running an interrupted ``train --force`` command goes on
+    where it stopped.
+
     Raises:
         ConfigError: the fold was made with another config (and ``force`` is not set).
     """
     fold_dir = config.fold_dir(kind, fold)
     if force and fold_dir.exists():
+        if not (fold_dir / FINISHED).is_file() and _same_config(fold_dir, config, kind, fold):
+            return "resume"
         shutil.rmtree(fold_dir)
         return "fresh"
     if not check_saved_config(fold_dir, config, trained_with(kind), f"{kind} fold {fold}"):
@@ -117,6 +124,13 @@ def fold_state(config: Config, kind: str, fold: int, force: bool) -> str:
         if json.loads(metrics.read_text()).get("settings") == oof_settings(config):
             return "done"
     return "oof"
+
+
+def _same_config(fold_dir: Path, config: Config, kind: str, fold: int) -> bool:
+    try:
+        return check_saved_config(fold_dir, config, trained_with(kind), f"{kind} fold {fold}")
+    except ConfigError:
+        return False
 
 
 def train_fold(config: Config, kind: str, fold: int, train_ids: list[str], val_ids: list[str],
@@ -212,7 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(parser)
     parser.add_argument("--model", choices=("cls", "seg"), required=True, help="classifier or segmenter")
     parser.add_argument("--fold", required=True, help="fold number (0..k-1) or 'all'")
-    parser.add_argument("--force", action="store_true", help="retrain a finished fold, or one made with another config")
+    parser.add_argument("--force", action="store_true",
+                        help="retrain a finished fold, or one made with another config (an interrupted fold "
+                        "with the same config resumes)")
     parser.add_argument("--skip-bad", action="store_true",
                         help="leave out images that check-data rejects (listed in the log) instead of stopping")
     return parser
