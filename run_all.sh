@@ -68,23 +68,10 @@ common=(--config "$config")
 [ -n "$folds" ] && common+=(--set "folds.k=$folds")
 
 started=""; [ -z "$from" ] && started=yes
-missing=()
-stage_module() {  # stage -> module file that implements it
-    case "$1" in
-        data) [ "$mode" = demo ] && echo demo_data || { [ "$mode" = dir ] && echo none || echo download; } ;;
-        train-cls|train-seg) echo train ;;
-        score) echo report ;;
-        *) echo "${1//-/_}" ;;
-    esac
-}
-run_stage() {  # run_stage NAME COMMAND...: skip before --from, note stages not built yet, stop on failure
+run_stage() {  # run_stage NAME COMMAND...: skip before --from, stop on failure
     local name="$1"; shift
     [ "$name" = "$from" ] && started=yes
     [ -n "$started" ] || { echo "== $name (skipped: before --from $from)"; return 0; }
-    local module; module="$(stage_module "$name")"
-    if [ "$module" != none ] && [ ! -f "src/severstal/$module.py" ]; then
-        missing+=("$name"); return 0
-    fi
     echo "== $name"
     local status=0
     "$@" || status=$?
@@ -116,19 +103,23 @@ else
     run_stage train-seg "${SEVERSTAL[@]}" train --model seg --fold all "${common[@]}" $force
 fi
 run_stage tune       "${SEVERSTAL[@]}" tune "${common[@]}" $force
-run_stage predict    "${SEVERSTAL[@]}" predict "${common[@]}" $force
 submission="$(config_path submission_path)"
 test_dir="$(config_path data_dir)/test_images"
 truth="$(config_path data_dir)/test_labels.csv"
+if ! .venv/bin/python -c 'import sys
+from severstal.checks import image_names
+sys.exit(0 if image_names(sys.argv[1]) else 1)' "$test_dir"; then
+    echo "== predict, validate, score, show (skipped: no test images in $test_dir; the trained folds and"
+    echo "   thresholds are in $(config_path models_dir)/; severstal predict --images DIR predicts any folder)"
+    echo "== done"
+    exit 0
+fi
+run_stage predict    "${SEVERSTAL[@]}" predict "${common[@]}" $force
 run_stage validate   "${SEVERSTAL[@]}" validate "$submission" --images "$test_dir"
 if [ -f "$truth" ]; then
     run_stage score  "${SEVERSTAL[@]}" report "${common[@]}"
     run_stage show   "${SEVERSTAL[@]}" show --best-worst 3 "${common[@]}"
 else
     echo "== score, show (skipped: no test_labels.csv, the test truth is not known)"
-fi
-
-if [ "${#missing[@]}" -gt 0 ]; then
-    echo "== not built yet: ${missing[*]}"
 fi
 echo "== done"

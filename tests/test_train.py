@@ -183,3 +183,11 @@ def test_fold_state_with_and_without_force(tmp_path, finished, saved_rate, force
         (fold_dir / train.FINISHED).write_text("{}")
     assert train.fold_state(config, "seg", 0, force) == expected
     assert (fold_dir / HISTORY).is_file() == kept
+
+
+def test_fewer_training_images_than_the_batch_size_train_in_one_batch(tiny_run, tmp_path, capsys):  # noqa: F811
+    arguments = tiny_run.arguments(tmp_path / "models") + ["--set", "cls.batch_size=16"]
+    assert train.main(["--model", "cls", "--fold", "1", *arguments]) == 0
+    assert "6 training images are fewer than the batch size 16: training with batches of 6" in capsys.readouterr().out
+    summary = json.loads((tiny_run.fold_dir("cls", 1, tmp_path / "models") / train.FINISHED).read_text())
+    assert summary["batch_size"] == 6 and summary["training_images"] == 6

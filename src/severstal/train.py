@@ -166,6 +166,10 @@ def train_fold(config: Config, kind: str, fold: int, train_ids: list[str], val_i
     if kind == "seg" and section.get("defect_images_only"):
         train_samples = train_samples.subset(train_samples.presence().max(axis=1) > 0)
     batch_size, epochs = int(section["batch_size"]), int(section["epochs"])
+    if 0 < len(train_samples) < batch_size:  # a small data set, e.g. the demo config on a few real images
+        print(f"{kind} fold {fold}: {len(train_samples)} training images are fewer than the batch size {batch_size}: "
+              f"training with batches of {len(train_samples)}", flush=True)
+        batch_size = len(train_samples)
     try:
         train_data, steps = training_dataset(train_samples, kind, section, spec, seed, batch_size)
     except ValueError as error:
@@ -210,7 +214,8 @@ def train_fold(config: Config, kind: str, fold: int, train_ids: list[str], val_i
         "kind": kind, "fold": fold, "epochs_run": len(history), "epochs_planned": epochs,
         "stopped_early": len(history) < epochs, "monitor": monitor, "best_epoch": record.state.best_epoch,
         "best_value": record.state.best_value, "seconds_this_run": round(time.monotonic() - started, 1),
-        "training_images": len(train_samples), "validation_images": len(val_ids), "seed": seed,
+        "training_images": len(train_samples), "validation_images": len(val_ids), "batch_size": batch_size,
+        "seed": seed,
     }
     temporary = fold_dir / f".tmp-{FINISHED}"
     temporary.write_text(json.dumps(summary, indent=2) + "\n")
