@@ -371,10 +371,11 @@ def trained(tmp_path_factory):
 
 @pytest.mark.slow
 def test_fold_file_names_are_the_ones_training_and_predict_use():
-    from severstal import inference, predict
+    from severstal import callbacks, constants, inference, predict, train
 
-    assert bundle.TRAINING_RECORD == inference.FINISHED
-    assert bundle.WEIGHTS_FILE == predict.WEIGHTS_FILE
+    assert bundle.FOLD_FILES == (constants.BEST_WEIGHTS, "config.yaml", constants.FINISHED)
+    assert train.FINISHED == inference.FINISHED == predict.FINISHED == constants.FINISHED == "training.json"
+    assert callbacks.BEST_WEIGHTS == inference.BEST_WEIGHTS == predict.BEST_WEIGHTS == "best.weights.h5"
 
 
 @pytest.mark.slow

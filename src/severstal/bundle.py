@@ -41,14 +41,13 @@ import yaml
 from . import __version__, kaggle_notebook
 from .cli import UserError, add_config_arguments, config_from_args, run_main
 from .config import Config
+from .constants import BEST_WEIGHTS, FINISHED
 from .ensemble import FLIPS, parse_choice_list, select_folds
 from .kaggle_api import kaggle_config_dir
 from .kaggle_notebook import FORMAT_VERSION, MANIFEST
 
 DEFAULT_OUT = "dist/kaggle"
-WEIGHTS_FILE = "best.weights.h5"  # = predict.WEIGHTS_FILE
-TRAINING_RECORD = "training.json"  # = inference.FINISHED: written when a fold's training is complete
-FOLD_FILES = (WEIGHTS_FILE, "config.yaml", TRAINING_RECORD)  # what predict reads from a fold folder
+FOLD_FILES = (BEST_WEIGHTS, "config.yaml", FINISHED)  # what predict reads from a fold folder
 USERNAME_PLACEHOLDER = "YOUR-KAGGLE-USERNAME"
 LICENSE = "CC0-1.0"
 SLUG_LIMIT = 50  # Kaggle's longest dataset slug and title

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from .constants import BEST_WEIGHTS
 from .tfsetup import keras, tf
 
 HISTORY = "history.csv"
-BEST_WEIGHTS = "best.weights.h5"
 LAST_WEIGHTS = "last.weights.h5"
 BACKUP_DIR = "backup"
 PENDING_PATTERN = re.compile(r"pending-best-epoch(\d+)\.weights\.h5$")

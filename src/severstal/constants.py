@@ -10,6 +10,10 @@ REAL_DATA_DIR = "data/severstal-steel-defect-detection"
 DEMO_DATA_DIR = "data/demo"
 COMPETITION = "severstal-steel-defect-detection"
 
+# Files of a trained fold (models/<experiment>/<cls|seg>/fold<K>/) that later stages read.
+BEST_WEIGHTS = "best.weights.h5"
+FINISHED = "training.json"  # written last by the train stage: the fold's training is complete
+
 # Official data-set sizes, used to verify a Kaggle download.
 NUM_TRAIN_IMAGES = 12568
 NUM_TEST_IMAGES = 5506

@@ -15,15 +15,13 @@ import cv2
 import numpy as np
 import yaml
 
-from .callbacks import BEST_WEIGHTS
 from .config import Config
-from .constants import NUM_CLASSES
+from .constants import BEST_WEIGHTS, FINISHED, NUM_CLASSES
 from .models import build_model
 from .pipeline import InputSpec, image_dataset, input_spec
 from .tfsetup import keras
 
 FLIPS = ("none", "hflip", "vflip", "both")
-FINISHED = "training.json"  # written by the train stage when a fold's training is complete
 
 
 def check_tta(tta) -> tuple[str, ...]:

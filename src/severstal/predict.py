@@ -38,7 +38,7 @@ from .check_data import scan_images
 from .checks import image_names
 from .cli import UserError, add_config_arguments, config_from_args, run_main
 from .config import Config
-from .constants import CLASS_IDS, HEIGHT, NUM_CLASSES, WIDTH
+from .constants import BEST_WEIGHTS, CLASS_IDS, FINISHED, HEIGHT, NUM_CLASSES, WIDTH
 from .ensemble import (
     FLIPS,
     LAYOUTS,
@@ -67,9 +67,7 @@ from .metric import score_pairs
 from .postprocess import ClassThresholds, postprocess_masks
 from .submission import check_submission, read_submission
 from .thresholds import thresholds_from_document
-from .train import FINISHED
 
-WEIGHTS_FILE = "best.weights.h5"  # callbacks.BEST_WEIGHTS, not imported: callbacks imports TensorFlow
 SHOWN_BAD_IMAGES = 20
 BEST_WORST_LISTED = 10  # images named in ablation.json's best and worst lists
 
@@ -133,7 +131,7 @@ def load_thresholds(config: Config) -> list[ClassThresholds]:
 
 def is_trained(fold_dir: Path) -> bool:
     """Whether a fold's training finished (its best weights and the train stage's ``training.json``)."""
-    return (fold_dir / WEIGHTS_FILE).is_file() and (fold_dir / FINISHED).is_file()
+    return (fold_dir / BEST_WEIGHTS).is_file() and (fold_dir / FINISHED).is_file()
 
 
 def trained_folds(config: Config, model: str) -> list[int]:
@@ -147,14 +145,14 @@ def trained_folds(config: Config, model: str) -> list[int]:
 
 def weight_files(config: Config, folds: Sequence[int], gated: bool) -> dict[str, list[Path]]:
     """``{"seg": [...], "cls": [...]}`` weights of the folds to ensemble (no classifier when not gated)."""
-    files = {"seg": [config.fold_dir("seg", fold) / WEIGHTS_FILE for fold in folds]}
+    files = {"seg": [config.fold_dir("seg", fold) / BEST_WEIGHTS for fold in folds]}
     if gated:
         missing = [fold for fold in folds if not is_trained(config.fold_dir("cls", fold))]
         if missing:
             raise UserError(f"the tuned thresholds gate on the classifier, but classifier fold(s) {missing} have not "
                             "finished training: train them (severstal train --model cls --fold K) or choose folds "
                             "with --folds")
-        files["cls"] = [config.fold_dir("cls", fold) / WEIGHTS_FILE for fold in folds]
+        files["cls"] = [config.fold_dir("cls", fold) / BEST_WEIGHTS for fold in folds]
     return files
 
 

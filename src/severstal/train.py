@@ -21,10 +21,10 @@ import pandas as pd
 
 from .cli import UserError, add_config_arguments, config_from_args, run_main
 from .config import Config, ConfigError, check_saved_config, save_config
+from .constants import BEST_WEIGHTS, FINISHED
 from .labels import read_table, rle_lookup
 
 TRAINING_SECTIONS = ("data", "folds", "seed")  # plus the model's own section
-FINISHED = "training.json"
 METRICS = "metrics.json"
 
 
@@ -138,7 +138,6 @@ def train_fold(config: Config, kind: str, fold: int, train_ids: list[str], val_i
     """Train (or resume) one fold and write its artifacts; returns the content of ``training.json``."""
     from .callbacks import (
         BACKUP_DIR,
-        BEST_WEIGHTS,
         LAST_WEIGHTS,
         PauseForTests,
         ResumableBackup,
