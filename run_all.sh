@@ -83,7 +83,7 @@ run_stage() {  # run_stage NAME COMMAND...: skip before --from, stop on failure
 
 config_path() {  # config_path PROPERTY: a resolved path of the config (data_dir, submission_path, ...)
     .venv/bin/python -c 'import sys
-from severstal.config import load_config
+from severstal.infra.config import load_config
 print(getattr(load_config(sys.argv[2], data=sys.argv[3] or None), sys.argv[1]))' "$1" "$config" "$data_dir"
 }
 
@@ -107,7 +107,7 @@ submission="$(config_path submission_path)"
 test_dir="$(config_path data_dir)/test_images"
 truth="$(config_path data_dir)/test_labels.csv"
 if ! .venv/bin/python -c 'import sys
-from severstal.checks import image_names
+from severstal.core.checks import image_names
 sys.exit(0 if image_names(sys.argv[1]) else 1)' "$test_dir"; then
     echo "== predict, validate, score, show (skipped: no test images in $test_dir; the trained folds and"
     echo "   thresholds are in $(config_path models_dir)/; severstal predict --images DIR predicts any folder)"

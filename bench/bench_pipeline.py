@@ -20,9 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-from severstal.checks import image_names
 from severstal.cli import add_config_arguments, config_from_args
-from severstal.labels import read_table, rle_lookup
+from severstal.core.checks import image_names
+from severstal.core.labels import read_table, rle_lookup
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,9 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     config = config_from_args(args)
-    from severstal.models import build_model, compile_model, configure_hardware
-    from severstal.pipeline import input_spec, make_samples, training_dataset
-    from severstal.tfsetup import keras, tf
+    from severstal.nn.models import build_model, compile_model, configure_hardware
+    from severstal.nn.pipeline import input_spec, make_samples, training_dataset
+    from severstal.nn.tfsetup import keras, tf
 
     section = config[args.model]
     names = image_names(config.data_dir / "train_images")

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from severstal.constants import HEIGHT, NUM_PIXELS, WIDTH
-from severstal.rle import decode, encode
+from severstal.core.constants import HEIGHT, NUM_PIXELS, WIDTH
+from severstal.core.rle import decode, encode
 
 CHUNK = 256  # masks decoded at a time for the encode timing (256 x 409,600 bytes)
 

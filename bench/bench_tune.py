@@ -23,8 +23,8 @@ import cv2
 import numpy as np
 import yaml
 
-from severstal.constants import HEIGHT, WIDTH
-from severstal.oofstats import (
+from severstal.core.constants import HEIGHT, WIDTH
+from severstal.core.oofstats import (
     STATISTIC_KEYS,
     OOFStatistics,
     combine_folds,
@@ -34,7 +34,7 @@ from severstal.oofstats import (
     save_segmentation_oof,
     segmentation_statistics,
 )
-from severstal.thresholds import SearchGrid, search_thresholds
+from severstal.core.thresholds import SearchGrid, search_thresholds
 
 PRESENCE = np.array([897, 247, 5150, 801]) / 12568  # images per class in the real training set
 MEDIAN_AREA = np.array([3326, 2944, 11954, 25357])  # median true mask area per class

@@ -17,7 +17,7 @@ ensure_environment() {
     "$PYTHON" -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
     "$PYTHON" -m pip install --quiet -r requirements.txt 2>&1 | grep -v "is ignored: it is neither" || true
     "$PYTHON" -m pip install --quiet --no-deps -e . 2>&1 | grep -v "is ignored: it is neither" || true
-    "$PYTHON" -c "import severstal.tfsetup" >/dev/null 2>&1 \
+    "$PYTHON" -c "import severstal.nn.tfsetup" >/dev/null 2>&1 \
         || { echo "error: installing the requirements failed; see the pip output above" >&2; return 1; }
     echo "$want" > "$stamp"
 }

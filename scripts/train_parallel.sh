@@ -52,7 +52,7 @@ poll="${POLL_SECONDS:-2}"
 # k and the experiment name from the config, resolved exactly as the train stage resolves it.
 settings="$("$PYTHON" -c 'import argparse, sys
 from severstal.cli import add_config_arguments, config_from_args
-from severstal.config import ConfigError
+from severstal.infra.config import ConfigError
 parser = argparse.ArgumentParser(add_help=False)
 add_config_arguments(parser)
 arguments, _ = parser.parse_known_args(sys.argv[1:])

@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from severstal import __version__, bundle, kaggle_notebook
+from severstal import __version__
 from severstal.cli import UserError
 from severstal.cli import main as severstal
-from severstal.config import load_config
-from severstal.kaggle_notebook import BundleError
+from severstal.infra.config import load_config
+from severstal.kaggle import notebook as kaggle_notebook
+from severstal.kaggle.notebook import BundleError
+from severstal.stages import bundle
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 ENTRIES = [  # a manifest's wheel list
@@ -146,7 +148,7 @@ def test_project_wheel_builds_offline(tmp_path):
     assert wheel.name == f"severstal-{__version__}-py3-none-any.whl"
     with zipfile.ZipFile(wheel) as opened:
         names = opened.namelist()
-    assert "severstal/predict.py" in names and "severstal/kaggle_notebook.py" in names
+    assert "severstal/stages/predict.py" in names and "severstal/kaggle/notebook.py" in names
     assert not [name for name in names if "__pycache__" in name]
 
 
@@ -371,7 +373,9 @@ def trained(tmp_path_factory):
 
 @pytest.mark.slow
 def test_fold_file_names_are_the_ones_training_and_predict_use():
-    from severstal import callbacks, constants, inference, predict, train
+    from severstal.core import constants
+    from severstal.nn import callbacks, inference
+    from severstal.stages import predict, train
 
     assert bundle.FOLD_FILES == (constants.BEST_WEIGHTS, "config.yaml", constants.FINISHED)
     assert train.FINISHED == inference.FINISHED == predict.FINISHED == constants.FINISHED == "training.json"

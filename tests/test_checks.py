@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from severstal.check_data import bad_images, check_data_directory, main
-from severstal.checks import check_image_bytes, check_label_frame, digest, find_duplicates, image_names
-from severstal.labels import read_table, to_submission_layout
+from severstal.core.checks import check_image_bytes, check_label_frame, digest, find_duplicates, image_names
+from severstal.core.labels import read_table, to_submission_layout
+from severstal.stages.check_data import bad_images, check_data_directory, main
 
 
 def jpeg(value: int = 100, shape=(256, 1600)) -> bytes:

@@ -8,9 +8,10 @@ import cv2
 import pandas as pd
 import pytest
 
-from severstal import demo_data, synthetic
-from severstal.labels import read_table
-from severstal.rle import decode, encode
+from severstal.core import synthetic
+from severstal.core.labels import read_table
+from severstal.core.rle import decode, encode
+from severstal.stages import demo_data
 
 SMALL = ["--train", "12", "--test", "6", "--seed", "3"]
 
@@ -148,6 +149,6 @@ def test_an_interrupted_run_leaves_nothing(tmp_path, repo_root, monkeypatch):
 
 
 def test_the_stage_does_not_import_tensorflow():
-    code = "import sys, severstal.demo_data; print('tensorflow' in sys.modules)"
+    code = "import sys, severstal.stages.demo_data; print('tensorflow' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"

@@ -139,7 +139,7 @@ seg: {{scale: 0.125, crop: [32, 96], batch_size: 8, epochs: 1, decoder_filters: 
 # Two logical CPU devices must be configured before TensorFlow initialises, so this runs in its own process.
 TWO_DEVICE_TRAINING = textwrap.dedent("""
     import sys
-    from severstal.tfsetup import tf
+    from severstal.nn.tfsetup import tf
 
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)

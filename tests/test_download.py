@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from severstal import download
 from severstal.cli import UserError
-from severstal.constants import COMPETITION
-from severstal.download import MARKER, download_competition, verify_download
-from severstal.kaggle_api import credential_sources, kaggle_config_dir, translate_error
+from severstal.core.constants import COMPETITION
+from severstal.kaggle.api import credential_sources, kaggle_config_dir, translate_error
+from severstal.stages import download
+from severstal.stages.download import MARKER, download_competition, verify_download
 
 SECRET = "s3cr3t-key-0123456789"
 KAGGLE_VARIABLES = ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_CONFIG_DIR",

@@ -5,11 +5,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from severstal import eda
-from severstal.constants import CLASS_COLOURS_RGB
-from severstal.plots import legend_handles, overlay_masks
-from severstal.rle import encode
-from severstal.splits import PRESENCE_COLUMNS
+from severstal.core.constants import CLASS_COLOURS_RGB
+from severstal.core.rle import encode
+from severstal.core.splits import PRESENCE_COLUMNS
+from severstal.infra.figures import legend_handles, overlay_masks
+from severstal.stages import eda
 
 
 def presence(rows) -> pd.DataFrame:

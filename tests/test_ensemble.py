@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from severstal.ensemble import (
+from severstal.core.ensemble import (
     AblationAccumulator,
     ablation_table,
     add_scored_variant,
@@ -25,9 +25,9 @@ from severstal.ensemble import (
     variant_pairs,
     without_gate,
 )
-from severstal.metric import score_pairs
-from severstal.postprocess import ClassThresholds
-from severstal.submission import check_submission
+from severstal.core.metric import score_pairs
+from severstal.core.postprocess import ClassThresholds
+from severstal.core.submission import check_submission
 
 
 def test_mean_probabilities_of_folds_and_flips_by_hand():

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from severstal import folds as folds_stage
-from severstal.splits import FOLD_COLUMNS, PRESENCE_COLUMNS, fold_counts, make_folds
+from severstal.core.splits import FOLD_COLUMNS, PRESENCE_COLUMNS, fold_counts, make_folds
+from severstal.stages import folds as folds_stage
 
 
 def presence(rows) -> pd.DataFrame:

@@ -6,9 +6,10 @@ import pandas as pd
 import pytest
 from training_fixtures import tiny_run  # noqa: F401
 
-from severstal import oofstats
-from severstal.config import load_config
-from severstal.inference import (
+from severstal.core import oofstats
+from severstal.core.labels import masks_for, read_table, rle_lookup
+from severstal.infra.config import load_config
+from severstal.nn.inference import (
     check_tta,
     class_probabilities,
     flip,
@@ -17,10 +18,9 @@ from severstal.inference import (
     predict_tta,
     resize_probabilities,
 )
-from severstal.labels import masks_for, read_table, rle_lookup
-from severstal.models import build_classifier, build_segmenter
-from severstal.oof import classification_summary, raw_dice, segmentation_summary
-from severstal.pipeline import read_image
+from severstal.nn.models import build_classifier, build_segmenter
+from severstal.nn.pipeline import read_image
+from severstal.stages.oof import classification_summary, raw_dice, segmentation_summary
 
 pytestmark = pytest.mark.slow
 

@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 import requests
 
-from severstal import kaggle_submit
 from severstal.cli import UserError
-from severstal.constants import COMPETITION
-from severstal.kaggle_submit import submit_file
+from severstal.core.constants import COMPETITION
+from severstal.stages import kaggle_submit
+from severstal.stages.kaggle_submit import submit_file
 
 NAMES = ["a.jpg", "b.jpg", "c.jpg"]
 

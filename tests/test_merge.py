@@ -6,10 +6,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from severstal import merge
-from severstal.config import load_config
-from severstal.ensemble import empty_rows, rows_frame, shard_ids, submission_csv
-from severstal.predict import shard_ablation_path, shards_dir, sidecar_path, text_sha256
+from severstal.core.ensemble import empty_rows, rows_frame, shard_ids, submission_csv
+from severstal.infra.config import load_config
+from severstal.stages import merge
+from severstal.stages.predict import shard_ablation_path, shards_dir, sidecar_path, text_sha256
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 IMAGES = ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"]

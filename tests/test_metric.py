@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from severstal.metric import (
+from severstal.core.metric import (
     class_table,
     dice,
     dice_from_areas,

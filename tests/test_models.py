@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from severstal.models import (
+from severstal.nn.models import (
     KaggleDice,
     WarmupCosine,
     build_classifier,
@@ -17,7 +17,7 @@ from severstal.models import (
     pad_amounts,
     segmentation_loss,
 )
-from severstal.tfsetup import keras, sm
+from severstal.nn.tfsetup import keras, sm
 
 pytestmark = pytest.mark.slow
 SMALL_SEGMENTER = {"encoder": "resnet18", "encoder_weights": "none", "decoder_filters": [16, 8, 8, 8, 8]}

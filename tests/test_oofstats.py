@@ -5,8 +5,8 @@ import itertools
 import numpy as np
 import pytest
 
-from severstal.metric import dice, dice_from_areas
-from severstal.oofstats import (
+from severstal.core.metric import dice, dice_from_areas
+from severstal.core.oofstats import (
     class_statistics,
     combine_folds,
     concatenate_statistics,
@@ -16,7 +16,7 @@ from severstal.oofstats import (
     save_segmentation_oof,
     segmentation_statistics,
 )
-from severstal.postprocess import ClassThresholds, postprocess_class
+from severstal.core.postprocess import ClassThresholds, postprocess_class
 
 PIXELS = [0.3, 0.5, 0.7]
 SIZES = [0, 3]

@@ -4,9 +4,10 @@ import cv2
 import numpy as np
 import pytest
 
-from severstal.augment import Augmenter, check_crop, crop_window, label_map
-from severstal.labels import read_table, rle_lookup
-from severstal.pipeline import (
+from severstal.core.labels import read_table, rle_lookup
+from severstal.core.rle import encode
+from severstal.nn.augment import Augmenter, check_crop, crop_window, label_map
+from severstal.nn.pipeline import (
     decode_masks,
     image_dataset,
     input_spec,
@@ -16,7 +17,6 @@ from severstal.pipeline import (
     training_dataset,
     validation_dataset,
 )
-from severstal.rle import encode
 
 pytestmark = pytest.mark.slow
 NO_AUGMENT = {"hflip": 0.0, "vflip": 0.0, "brightness_contrast": 0.0, "mask_dropout": 0.0}

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from severstal.postprocess import (
+from severstal.core.postprocess import (
     DEFAULT_THRESHOLDS,
     ClassThresholds,
     binarize,

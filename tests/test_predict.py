@@ -14,10 +14,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from severstal import cli, inference, merge, predict, report
-from severstal.config import load_config
-from severstal.labels import read_table
-from severstal.submission import check_submission, read_submission
+from severstal import cli
+from severstal.core.labels import read_table
+from severstal.core.submission import check_submission, read_submission
+from severstal.infra.config import load_config
+from severstal.nn import inference
+from severstal.stages import merge, predict, report
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG = f"""inherit: {REPO_ROOT / 'configs' / 'demo.yaml'}

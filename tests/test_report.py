@@ -6,13 +6,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from severstal import report
-from severstal.config import load_config
-from severstal.constants import HEIGHT, WIDTH
-from severstal.ensemble import AblationAccumulator, add_scored_variant, rows_frame, submission_csv
-from severstal.labels import masks_for, read_table, rle_lookup
-from severstal.metric import score_pairs
-from severstal.predict import write_ablation
+from severstal.core.constants import HEIGHT, WIDTH
+from severstal.core.ensemble import AblationAccumulator, add_scored_variant, rows_frame, submission_csv
+from severstal.core.labels import masks_for, read_table, rle_lookup
+from severstal.core.metric import score_pairs
+from severstal.infra.config import load_config
+from severstal.stages import report
+from severstal.stages.predict import write_ablation
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TRUTH = "ImageId,ClassId,EncodedPixels\na.jpg,1,3 4\n"

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from training_fixtures import SEG_EPOCHS, tiny_run  # noqa: F401
 
-from severstal.callbacks import PAUSE_VARIABLE
+from severstal.nn.callbacks import PAUSE_VARIABLE
 
 pytestmark = pytest.mark.slow
 

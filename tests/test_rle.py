@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from severstal.constants import HEIGHT, NUM_PIXELS, WIDTH
-from severstal.rle import area, decode, encode, parse_runs, validate
+from severstal.core.constants import HEIGHT, NUM_PIXELS, WIDTH
+from severstal.core.rle import area, decode, encode, parse_runs, validate
 
 
 def simple_decode(rle: str, shape: tuple[int, int]) -> np.ndarray:

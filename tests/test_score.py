@@ -5,11 +5,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from severstal import score
-from severstal.constants import CLASS_IDS, HEIGHT, WIDTH
-from severstal.labels import read_table
-from severstal.metric import score_pairs
-from severstal.rle import encode
+from severstal.core.constants import CLASS_IDS, HEIGHT, WIDTH
+from severstal.core.labels import read_table
+from severstal.core.metric import score_pairs
+from severstal.core.rle import encode
+from severstal.stages import score
 
 
 def write_csv(path, rows, layout):

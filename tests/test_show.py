@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from severstal import show
-from severstal.constants import CLASS_COLOURS_RGB, HEIGHT, WIDTH
-from severstal.ensemble import rows_frame, submission_csv
+from severstal.core.constants import CLASS_COLOURS_RGB, HEIGHT, WIDTH
+from severstal.core.ensemble import rows_frame, submission_csv
+from severstal.stages import show
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,9 +5,9 @@ import re
 import numpy as np
 import pytest
 
-from severstal import synthetic
-from severstal.constants import HEIGHT, WIDTH
-from severstal.rle import decode, encode
+from severstal.core import synthetic
+from severstal.core.constants import HEIGHT, WIDTH
+from severstal.core.rle import decode, encode
 
 # Per-class median mask area in the official training set (sample README).
 README_MEDIAN_AREA = {1: 3326, 2: 2944, 3: 11954, 4: 25357}

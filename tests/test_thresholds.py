@@ -5,9 +5,9 @@ import itertools
 import numpy as np
 import pytest
 
-from severstal.oofstats import OOFStatistics
-from severstal.postprocess import DEFAULT_THRESHOLDS, ClassThresholds
-from severstal.thresholds import (
+from severstal.core.oofstats import OOFStatistics
+from severstal.core.postprocess import DEFAULT_THRESHOLDS, ClassThresholds
+from severstal.core.thresholds import (
     SearchGrid,
     best_setting,
     evaluate_thresholds,

@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 from training_fixtures import SEG_EPOCHS, tiny_run  # noqa: F401
 
-from severstal import oof, oofstats, train
-from severstal.callbacks import BEST_WEIGHTS, HISTORY, is_better, prepare_resume, rebuild_state
-from severstal.config import load_config
+from severstal.core import oofstats
+from severstal.infra.config import load_config
+from severstal.nn.callbacks import BEST_WEIGHTS, HISTORY, is_better, prepare_resume, rebuild_state
+from severstal.stages import oof, train
 
 pytestmark = pytest.mark.slow
 
@@ -170,7 +171,7 @@ def test_prepare_resume_from_scratch_removes_old_files(tmp_path):
     (False, None, True, "fresh", False),  # no saved config: restarted
 ])
 def test_fold_state_with_and_without_force(tmp_path, finished, saved_rate, force, expected, kept):
-    from severstal.config import save_config
+    from severstal.infra.config import save_config
 
     config = load_config("configs/demo.yaml", [f"paths.models={tmp_path}"])
     fold_dir = config.fold_dir("seg", 0)

@@ -6,10 +6,10 @@ import shutil
 import numpy as np
 import pytest
 
-from severstal import tune
-from severstal.config import load_config
-from severstal.oofstats import save_classifier_oof, save_segmentation_oof
-from severstal.thresholds import SearchGrid, search_thresholds, thresholds_from_document
+from severstal.core.oofstats import save_classifier_oof, save_segmentation_oof
+from severstal.core.thresholds import SearchGrid, search_thresholds, thresholds_from_document
+from severstal.infra.config import load_config
+from severstal.stages import tune
 
 CONFIG = "configs/demo.yaml"  # 2 folds; experiment "demo"
 

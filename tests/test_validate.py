@@ -6,8 +6,8 @@ import shutil
 import pandas as pd
 import pytest
 
-from severstal.submission import check_submission, read_submission
-from severstal.validate import expected_test_ids, main
+from severstal.core.submission import check_submission, read_submission
+from severstal.stages.validate import expected_test_ids, main
 
 IDS = ["a.jpg", "b.jpg"]
 

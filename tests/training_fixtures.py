@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from severstal.rle import encode
+from severstal.core.rle import encode
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(REPO_ROOT / "configs" / "demo.yaml")
@@ -113,7 +113,7 @@ def tiny_run(tmp_path_factory) -> TinyRun:
 
 def train_tiny_run(root: Path) -> TinyRun:
     """Write the tiny data and folds under ``root`` and train fold 0 of both models."""
-    from severstal import train
+    from severstal.stages import train
 
     data_dir = root / "data"
     presence = make_tiny_data(data_dir)

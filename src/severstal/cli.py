@@ -12,26 +12,26 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 
-from .config import DEFAULT_CONFIG, Config, ConfigError, load_config
+from .infra.config import DEFAULT_CONFIG, Config, ConfigError, load_config
 
 # stage name -> (module, one-line help); the order is the order run_all.sh runs them in.
 STAGES: dict[str, tuple[str, str]] = {
-    "download": ("severstal.download", "fetch the competition data with the Kaggle API"),
-    "demo-data": ("severstal.demo_data", "write the embedded Severstal-like demo data set"),
-    "check-data": ("severstal.check_data", "validate a data directory before training"),
-    "folds": ("severstal.folds", "make multilabel stratified folds (once, fixed seed)"),
-    "eda": ("severstal.eda", "draw data-exploration figures"),
-    "train": ("severstal.train", "train a classifier or segmenter fold"),
-    "oof": ("severstal.oof", "compute out-of-fold statistics for a trained fold"),
-    "tune": ("severstal.tune", "search post-processing thresholds on out-of-fold statistics"),
-    "predict": ("severstal.predict", "ensemble the folds into submission.csv"),
-    "validate": ("severstal.validate", "check a submission file's format"),
-    "score": ("severstal.score", "score a submission against truth labels (mean Dice)"),
-    "report": ("severstal.report", "score the submission and what each post-processing step adds"),
-    "show": ("severstal.show", "draw predicted and true masks on images"),
-    "merge": ("severstal.merge", "join sharded predictions into one submission"),
-    "kaggle-submit": ("severstal.kaggle_submit", "submit a validated CSV to Kaggle"),
-    "bundle": ("severstal.bundle", "make an offline Kaggle-notebook bundle"),
+    "download": ("severstal.stages.download", "fetch the competition data with the Kaggle API"),
+    "demo-data": ("severstal.stages.demo_data", "write the embedded Severstal-like demo data set"),
+    "check-data": ("severstal.stages.check_data", "validate a data directory before training"),
+    "folds": ("severstal.stages.folds", "make multilabel stratified folds (once, fixed seed)"),
+    "eda": ("severstal.stages.eda", "draw data-exploration figures"),
+    "train": ("severstal.stages.train", "train a classifier or segmenter fold"),
+    "oof": ("severstal.stages.oof", "compute out-of-fold statistics for a trained fold"),
+    "tune": ("severstal.stages.tune", "search post-processing thresholds on out-of-fold statistics"),
+    "predict": ("severstal.stages.predict", "ensemble the folds into submission.csv"),
+    "validate": ("severstal.stages.validate", "check a submission file's format"),
+    "score": ("severstal.stages.score", "score a submission against truth labels (mean Dice)"),
+    "report": ("severstal.stages.report", "score the submission and what each post-processing step adds"),
+    "show": ("severstal.stages.show", "draw predicted and true masks on images"),
+    "merge": ("severstal.stages.merge", "join sharded predictions into one submission"),
+    "kaggle-submit": ("severstal.stages.kaggle_submit", "submit a validated CSV to Kaggle"),
+    "bundle": ("severstal.stages.bundle", "make an offline Kaggle-notebook bundle"),
 }
 
 

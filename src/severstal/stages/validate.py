@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from .checks import image_names
-from .cli import UserError, add_config_arguments, config_from_args, run_main
-from .constants import CLASS_IDS
-from .labels import normalise
-from .submission import check_submission, read_submission
+from ..cli import UserError, add_config_arguments, config_from_args, run_main
+from ..core.checks import image_names
+from ..core.constants import CLASS_IDS
+from ..core.labels import normalise
+from ..core.submission import check_submission, read_submission
 
 SHOWN_PROBLEMS = 20
 

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from .cli import UserError, add_config_arguments, config_from_args, run_main
-from .config import Config, ConfigError, check_saved_config, save_config
-from .constants import BEST_WEIGHTS, FINISHED
-from .labels import read_table, rle_lookup
+from ..cli import UserError, add_config_arguments, config_from_args, run_main
+from ..core.constants import BEST_WEIGHTS, FINISHED
+from ..core.labels import read_table, rle_lookup
+from ..infra.config import Config, ConfigError, check_saved_config, save_config
 
 TRAINING_SECTIONS = ("data", "folds", "seed")  # plus the model's own section
 METRICS = "metrics.json"
@@ -136,7 +136,7 @@ def _same_config(fold_dir: Path, config: Config, kind: str, fold: int) -> bool:
 def train_fold(config: Config, kind: str, fold: int, train_ids: list[str], val_ids: list[str],
                lookup: dict) -> dict:
     """Train (or resume) one fold and write its artifacts; returns the content of ``training.json``."""
-    from .callbacks import (
+    from ..nn.callbacks import (
         BACKUP_DIR,
         LAST_WEIGHTS,
         PauseForTests,
@@ -148,9 +148,9 @@ def train_fold(config: Config, kind: str, fold: int, train_ids: list[str], val_i
         save_weights_atomically,
         saved_epoch_count,
     )
-    from .models import build_model, compile_model, configure_hardware, monitor_of
-    from .pipeline import input_spec, make_samples, training_dataset, validation_dataset
-    from .tfsetup import keras, tf
+    from ..nn.models import build_model, compile_model, configure_hardware, monitor_of
+    from ..nn.pipeline import input_spec, make_samples, training_dataset, validation_dataset
+    from ..nn.tfsetup import keras, tf
 
     section = config[kind]
     fold_dir = config.fold_dir(kind, fold)

@@ -24,11 +24,11 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
-from .checks import image_names
-from .cli import UserError, add_config_arguments, config_from_args, run_main
-from .constants import COMPETITION, NUM_TEST_IMAGES, NUM_TRAIN_IMAGES
-from .kaggle_api import call_kaggle, credential_sources, load_client
-from .labels import read_table
+from ..cli import UserError, add_config_arguments, config_from_args, run_main
+from ..core.checks import image_names
+from ..core.constants import COMPETITION, NUM_TEST_IMAGES, NUM_TRAIN_IMAGES
+from ..core.labels import read_table
+from ..kaggle.api import call_kaggle, credential_sources, load_client
 
 ACTION = "download the competition"
 MARKER = ".severstal-verified"

@@ -362,11 +362,12 @@ def run(options: argparse.Namespace, script_dir: Path | None) -> int:
 
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no update check over the (absent) internet
     import severstal  # the bundle's copy, installed just above
-    from severstal import predict
+    from severstal.cli import main as severstal_command  # stages run through the command's entry point
 
     print(f"severstal {severstal.__version__} from {Path(severstal.__file__).parent}", flush=True)
     data_dir = test_images.parent
-    code = predict.main(predict_arguments(manifest, bundle, models_root, work_dir, data_dir, test_images, options))
+    arguments = predict_arguments(manifest, bundle, models_root, work_dir, data_dir, test_images, options)
+    code = severstal_command(["predict", *arguments])
     if code:
         return code
     made = work_dir / "submissions" / manifest["experiment"] / "submission.csv"

@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 import yaml
 
-from .config import Config
-from .constants import BEST_WEIGHTS, FINISHED, NUM_CLASSES
+from ..core.constants import BEST_WEIGHTS, FINISHED, NUM_CLASSES
+from ..infra.config import Config
 from .models import build_model
 from .pipeline import InputSpec, image_dataset, input_spec
 from .tfsetup import keras

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .constants import BEST_WEIGHTS
+from ..core.constants import BEST_WEIGHTS
 from .tfsetup import keras, tf
 
 HISTORY = "history.csv"

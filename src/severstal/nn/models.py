@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .constants import NUM_CLASSES
+from ..core.constants import NUM_CLASSES
 from .tfsetup import keras, sm, tf
 
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")

@@ -20,14 +20,14 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from .cli import add_config_arguments, config_from_args, run_main
-from .config import ConfigError, check_saved_config, save_config
-from .constants import CLASS_COLOURS_RGB, CLASS_IDS
+from ..cli import add_config_arguments, config_from_args, run_main
+from ..core.constants import CLASS_COLOURS_RGB, CLASS_IDS
+from ..core.labels import masks_for, non_empty, rle_lookup
+from ..core.rle import area
+from ..core.splits import PRESENCE_COLUMNS
+from ..infra.config import ConfigError, check_saved_config, save_config
+from ..infra.figures import legend_handles, overlay_masks
 from .folds import load_training_labels
-from .labels import masks_for, non_empty, rle_lookup
-from .plots import legend_handles, overlay_masks
-from .rle import area
-from .splits import PRESENCE_COLUMNS
 
 CONFIG_SECTIONS = ("data", "seed")  # what the figures depend on
 SUMMARY_FIGURES = ("defect_free_vs_defective", "classes_per_image", "class_combinations", "images_per_class",

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from .cli import UserError, add_config_arguments, config_from_args, run_main
-from .config import Config
-from .constants import CLASS_IDS
-from .ensemble import VARIANT_LABELS
-from .metric import class_table, mean_dice, score_pairs
+from ..cli import UserError, add_config_arguments, config_from_args, run_main
+from ..core.constants import CLASS_IDS
+from ..core.ensemble import VARIANT_LABELS
+from ..core.metric import class_table, mean_dice, score_pairs
+from ..infra.config import Config
 from .predict import ablation_paths, file_sha256, write_atomically
 from .score import read_scored_submission, read_truth
 

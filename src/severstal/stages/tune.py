@@ -19,12 +19,12 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .cli import UserError, add_config_arguments, config_from_args, run_main
-from .config import Config, ConfigError, config_differences
-from .constants import CLASS_IDS
-from .oofstats import OOFStatistics, combine_folds, load_classifier_oof, load_segmentation_oof
-from .postprocess import DEFAULT_THRESHOLDS, ClassThresholds
-from .thresholds import SearchGrid, SearchResult, search_thresholds, thresholds_from_document
+from ..cli import UserError, add_config_arguments, config_from_args, run_main
+from ..core.constants import CLASS_IDS
+from ..core.oofstats import OOFStatistics, combine_folds, load_classifier_oof, load_segmentation_oof
+from ..core.postprocess import DEFAULT_THRESHOLDS, ClassThresholds
+from ..core.thresholds import SearchGrid, SearchResult, search_thresholds, thresholds_from_document
+from ..infra.config import Config, ConfigError, config_differences
 
 FORMAT_VERSION = 1
 CONFIG_SECTIONS = ("tune", "folds")  # what the thresholds depend on besides the OOF files

@@ -19,14 +19,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .checks import image_names
-from .cli import UserError, add_config_arguments, config_from_args, run_main
-from .config import Config
-from .constants import CLASS_IDS
-from .ensemble import best_and_worst, image_scores
-from .labels import masks_for, rle_lookup
-from .metric import dice, score_pairs
-from .plots import overlay_masks
+from ..cli import UserError, add_config_arguments, config_from_args, run_main
+from ..core.checks import image_names
+from ..core.constants import CLASS_IDS
+from ..core.ensemble import best_and_worst, image_scores
+from ..core.labels import masks_for, rle_lookup
+from ..core.metric import dice, score_pairs
+from ..infra.config import Config
+from ..infra.figures import overlay_masks
 
 PREDICTION_ALPHA = 0.45  # opacity of the predicted fill
 TRUTH_OUTLINE = 2  # contour width of the true masks, pixels
@@ -79,7 +79,7 @@ def draw_figure(image: np.ndarray, predicted: np.ndarray | None, truth: np.ndarr
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .plots import legend_handles
+    from ..infra.figures import legend_handles
 
     panels = []
     if predicted is not None:

@@ -34,12 +34,10 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from .check_data import scan_images
-from .checks import image_names
-from .cli import UserError, add_config_arguments, config_from_args, run_main
-from .config import Config
-from .constants import BEST_WEIGHTS, CLASS_IDS, FINISHED, HEIGHT, NUM_CLASSES, WIDTH
-from .ensemble import (
+from ..cli import UserError, add_config_arguments, config_from_args, run_main
+from ..core.checks import image_names
+from ..core.constants import BEST_WEIGHTS, CLASS_IDS, FINISHED, HEIGHT, NUM_CLASSES, WIDTH
+from ..core.ensemble import (
     FLIPS,
     LAYOUTS,
     MASK_VARIANTS,
@@ -62,11 +60,13 @@ from .ensemble import (
     variant_masks,
     variant_pairs,
 )
-from .labels import masks_for, rle_lookup
-from .metric import score_pairs
-from .postprocess import ClassThresholds, postprocess_masks
-from .submission import check_submission, read_submission
-from .thresholds import thresholds_from_document
+from ..core.labels import masks_for, rle_lookup
+from ..core.metric import score_pairs
+from ..core.postprocess import ClassThresholds, postprocess_masks
+from ..core.submission import check_submission, read_submission
+from ..core.thresholds import thresholds_from_document
+from ..infra.config import Config
+from .check_data import scan_images
 
 SHOWN_BAD_IMAGES = 20
 BEST_WORST_LISTED = 10  # images named in ablation.json's best and worst lists
@@ -297,7 +297,7 @@ def ensembled_batches(fold_models: dict[str, list], paths: Sequence[Path], tta: 
     Yields:
         ``(start, segmentation (batch, H, W, 4) float32, classification (batch, 4) float32 or None)``.
     """
-    from .inference import predict_images
+    from ..nn.inference import predict_images
 
     streams = {kind: [predict_images(model, paths, tta, batch_size) for model in models]
                for kind, models in fold_models.items() if models}
@@ -336,7 +336,7 @@ def predict_rows(config: Config, images_dir: Path, image_ids: Sequence[str], bad
         ``(rows, accumulator, seconds)``: normal-form rows of every image (bad ones empty), the
         ablation accumulator (None without truth) and the time spent predicting (models loaded).
     """
-    from .inference import load_fold_model
+    from ..nn.inference import load_fold_model
 
     accumulator = AblationAccumulator() if truth is not None else None
     rows = []

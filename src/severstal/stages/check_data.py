@@ -18,11 +18,11 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from .checks import check_image_bytes, check_label_frame, digest, find_duplicates, image_names
-from .cli import UserError, add_config_arguments, config_from_args, run_main
-from .constants import HEIGHT, WIDTH
-from .labels import non_empty, read_table
-from .submission import check_submission, read_submission
+from ..cli import UserError, add_config_arguments, config_from_args, run_main
+from ..core.checks import check_image_bytes, check_label_frame, digest, find_duplicates, image_names
+from ..core.constants import HEIGHT, WIDTH
+from ..core.labels import non_empty, read_table
+from ..core.submission import check_submission, read_submission
 
 SHOWN_PROBLEMS = 50
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..core.constants import CLASS_IDS, NUM_CLASSES
+from ..core.rle import decode
 from .augment import Augmenter, check_crop
-from .constants import CLASS_IDS, NUM_CLASSES
-from .rle import decode
 from .tfsetup import tf
 
 AUTOTUNE = tf.data.AUTOTUNE

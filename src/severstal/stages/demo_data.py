@@ -20,10 +20,10 @@ import cv2
 import pandas as pd
 from tqdm import tqdm
 
-from . import synthetic
-from .cli import UserError, add_config_arguments, config_from_args, run_main
-from .constants import LONG_COLUMNS, NUM_PIXELS, SUBMISSION_COLUMNS
-from .rle import encode
+from ..cli import UserError, add_config_arguments, config_from_args, run_main
+from ..core import synthetic
+from ..core.constants import LONG_COLUMNS, NUM_PIXELS, SUBMISSION_COLUMNS
+from ..core.rle import encode
 
 MARKER = ".demo.json"
 GENERATOR = "severstal demo-data"

@@ -38,13 +38,14 @@ from pathlib import Path
 
 import yaml
 
-from . import __version__, kaggle_notebook
-from .cli import UserError, add_config_arguments, config_from_args, run_main
-from .config import Config
-from .constants import BEST_WEIGHTS, FINISHED
-from .ensemble import FLIPS, parse_choice_list, select_folds
-from .kaggle_api import kaggle_config_dir
-from .kaggle_notebook import FORMAT_VERSION, MANIFEST
+from .. import __version__
+from ..cli import UserError, add_config_arguments, config_from_args, run_main
+from ..core.constants import BEST_WEIGHTS, FINISHED
+from ..core.ensemble import FLIPS, parse_choice_list, select_folds
+from ..infra.config import Config
+from ..kaggle import notebook as kaggle_notebook
+from ..kaggle.api import kaggle_config_dir
+from ..kaggle.notebook import FORMAT_VERSION, MANIFEST
 
 DEFAULT_OUT = "dist/kaggle"
 FOLD_FILES = (BEST_WEIGHTS, "config.yaml", FINISHED)  # what predict reads from a fold folder
@@ -216,7 +217,7 @@ def requirements(tf_keras_versions: Sequence[str] = ()) -> list[dict]:
 
 def project_root() -> Path:
     """The source checkout this package runs from (the folder with pyproject.toml above ``src/severstal``)."""
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     pyproject = root / "pyproject.toml"
     if not pyproject.is_file() or not re.search(r'^name\s*=\s*"severstal"', pyproject.read_text(), re.MULTILINE):
         raise UserError("severstal bundle builds the project's wheel from its source checkout, but this package "

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from .checks import image_names
-from .cli import UserError, add_config_arguments, config_from_args, run_main
-from .ensemble import merge_shards
-from .labels import detect_layout, normalise
+from ..cli import UserError, add_config_arguments, config_from_args, run_main
+from ..core.checks import image_names
+from ..core.ensemble import merge_shards
+from ..core.labels import detect_layout, normalise
+from ..core.submission import read_submission
 from .predict import (
     format_ablation,
     shard_ablation_path,
@@ -31,7 +32,6 @@ from .predict import (
     write_atomically,
     write_submission,
 )
-from .submission import read_submission
 
 PART_PATTERN = re.compile(r"part-(\d+)-of-(\d+)\.csv")
 

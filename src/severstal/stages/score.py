@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from .cli import UserError, run_main
-from .labels import normalise, read_table
-from .metric import class_table, mean_dice, score_pairs
-from .submission import check_submission, read_submission
+from ..cli import UserError, run_main
+from ..core.labels import normalise, read_table
+from ..core.metric import class_table, mean_dice, score_pairs
+from ..core.submission import check_submission, read_submission
 
 SHOWN_PROBLEMS = 10
 

@@ -18,8 +18,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .cli import UserError
-from .constants import COMPETITION
+from ..cli import UserError
+from ..core.constants import COMPETITION
 
 RULES_URL = f"https://www.kaggle.com/c/{COMPETITION}/rules"
 TOKEN_HELP = (

@@ -10,11 +10,11 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from .checks import image_names
-from .cli import UserError, add_config_arguments, config_from_args, run_main
-from .config import Config, config_differences
-from .labels import presence_table, read_table
-from .splits import FOLD_COLUMNS, PRESENCE_COLUMNS, fold_counts, make_folds
+from ..cli import UserError, add_config_arguments, config_from_args, run_main
+from ..core.checks import image_names
+from ..core.labels import presence_table, read_table
+from ..core.splits import FOLD_COLUMNS, PRESENCE_COLUMNS, fold_counts, make_folds
+from ..infra.config import Config, config_differences
 
 CONFIG_SECTIONS = ("data", "folds")  # what a folds file depends on
 

@@ -20,12 +20,12 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from . import oofstats
-from .cli import UserError, add_config_arguments, config_from_args, run_main
-from .config import Config, check_saved_config
-from .constants import CLASS_IDS, NUM_CLASSES
-from .labels import masks_for
-from .metric import dice_from_areas
+from ..cli import UserError, add_config_arguments, config_from_args, run_main
+from ..core import oofstats
+from ..core.constants import CLASS_IDS, NUM_CLASSES
+from ..core.labels import masks_for
+from ..core.metric import dice_from_areas
+from ..infra.config import Config, check_saved_config
 from .train import (
     METRICS,
     fold_numbers,
@@ -148,8 +148,8 @@ def compute_oof(config: Config, kind: str, fold: int, exclude=frozenset()) -> di
     Returns:
         The metrics written.
     """
-    from .inference import check_tta, load_fold_model, predict_images
-    from .models import configure_hardware
+    from ..nn.inference import check_tta, load_fold_model, predict_images
+    from ..nn.models import configure_hardware
 
     fold_dir = config.fold_dir(kind, fold)
     check_saved_config(fold_dir, config, trained_with(kind), f"{kind} fold {fold}")

@@ -14,9 +14,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from .cli import UserError, add_config_arguments, config_from_args, run_main
-from .constants import COMPETITION
-from .kaggle_api import call_kaggle, load_client
+from ..cli import UserError, add_config_arguments, config_from_args, run_main
+from ..core.constants import COMPETITION
+from ..kaggle.api import call_kaggle, load_client
 from .validate import expected_test_ids, report_problems, validate_submission
 
 ACTION = "submit to Kaggle"

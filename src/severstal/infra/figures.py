@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 from matplotlib.patches import Patch
 
-from .constants import CLASS_COLOURS_BGR, CLASS_COLOURS_RGB, CLASS_IDS
+from ..core.constants import CLASS_COLOURS_BGR, CLASS_COLOURS_RGB, CLASS_IDS
 
 
 def overlay_masks(image: np.ndarray, masks: np.ndarray, alpha: float = 0.35, outline: int = 2,
