@@ -1,18 +1,15 @@
-"""The ``severstal`` command: one sub-command per stage, each a thin module with ``main(argv)``.
+"""The ``severstal`` command: one sub-command per stage, each a thin module of ``severstal.stages`` with ``main(argv)``.
 
-``severstal STAGE ...``, ``python -m severstal STAGE ...`` and ``python -m severstal.MODULE ...``
+``severstal STAGE ...``, ``python -m severstal STAGE ...`` and ``python -m severstal.stages.MODULE ...``
 are the same thing. Stage modules are imported only when run, so commands that need no model
-never import TensorFlow.
+never import TensorFlow, and stages never import each other: what they share lives in ``infra``.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
-from collections.abc import Callable, Sequence
-
-from .infra.config import DEFAULT_CONFIG, Config, ConfigError, load_config
+from collections.abc import Sequence
 
 # stage name -> (module, one-line help); the order is the order run_all.sh runs them in.
 STAGES: dict[str, tuple[str, str]] = {
@@ -32,46 +29,8 @@ STAGES: dict[str, tuple[str, str]] = {
     "merge": ("severstal.stages.merge", "join sharded predictions into one submission"),
     "kaggle-submit": ("severstal.stages.kaggle_submit", "submit a validated CSV to Kaggle"),
     "bundle": ("severstal.stages.bundle", "make an offline Kaggle-notebook bundle"),
+    "config": ("severstal.stages.show_config", "print the resolved config, every key with its meaning"),
 }
-
-
-class UserError(Exception):
-    """A problem the user can fix: printed as one clear message, no traceback, exit code 1."""
-
-    def __init__(self, message: str, exit_code: int = 1):
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-def add_config_arguments(parser: argparse.ArgumentParser, data: bool = True) -> None:
-    """Add the options every config-driven stage takes."""
-    parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"experiment config (default {DEFAULT_CONFIG})")
-    parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-        help="override a config value (repeatable), e.g. --set seg.epochs=3",
-    )
-    parser.add_argument("--experiment", default=None, help="experiment name (default: from the config)")
-    if data:
-        parser.add_argument("--data", default=None, help="data directory in Kaggle's layout (default: the config's)")
-
-
-def config_from_args(args: argparse.Namespace) -> Config:
-    """Build the resolved config from the standard options."""
-    return load_config(args.config, args.overrides, getattr(args, "data", None), args.experiment)
-
-
-def run_main(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int | None],
-             argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv`` and call ``run``; turn user errors into one message and an exit code."""
-    args = parser.parse_args(argv)
-    try:
-        return int(run(args) or 0)
-    except (UserError, ConfigError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return getattr(error, "exit_code", 1)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,14 +1,10 @@
-"""Data checks as pure functions: bytes or frames in, problem strings out (empty list = fine).
-
-``check-data`` wires them to files; :func:`image_names` is the one helper that touches the disk.
-"""
+"""Data checks as pure functions: bytes or frames in, problem strings out (empty list = fine)."""
 
 from __future__ import annotations
 
 import hashlib
-import os
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -17,18 +13,8 @@ import pandas as pd
 from .constants import CLASS_IDS, HEIGHT, WIDTH
 from .rle import validate
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 JPEG_START = b"\xff\xd8"
 JPEG_END = b"\xff\xd9"
-
-
-def image_names(directory: str | os.PathLike) -> list[str]:
-    """Sorted file names of the images (by suffix) directly in ``directory``; [] when it is missing."""
-    try:
-        entries = list(os.scandir(directory))
-    except FileNotFoundError:
-        return []
-    return sorted(e.name for e in entries if e.name.lower().endswith(IMAGE_SUFFIXES) and e.is_file())
 
 
 def check_image_bytes(data: bytes, shape: tuple[int, int] = (HEIGHT, WIDTH)) -> list[str]:
@@ -78,7 +64,8 @@ def find_duplicates(digests: Mapping[str, str]) -> list[str]:
             for names in sorted(groups.values(), key=min) if len(names) > 1]
 
 
-def check_label_frame(frame: pd.DataFrame, image_ids: Iterable[str], source: str = "train.csv") -> list[str]:
+def check_label_frame(frame: pd.DataFrame, image_ids: Iterable[str], source: str = "train.csv",
+                      class_ids: Sequence[int] = CLASS_IDS, shape: tuple[int, int] = (HEIGHT, WIDTH)) -> list[str]:
     """Check a normal label frame (``labels.read_table``) against the images on disk.
 
     Problems: unknown ClassIds, invalid RLE, duplicate (image, class) rows and rows naming images
@@ -89,23 +76,26 @@ def check_label_frame(frame: pd.DataFrame, image_ids: Iterable[str], source: str
         frame: ``ImageId, ClassId, EncodedPixels`` with a default RangeIndex.
         image_ids: file names present in the image folder.
         source: file name for messages.
+        class_ids: the valid class ids.
+        shape: the images' ``(height, width)`` (the largest valid RLE end is their product).
 
     Returns:
-        Problems, e.g. ``"train.csv line 5: ClassId 7 is not one of (1, 2, 3, 4)"``.
+        Problems naming the line and the image, e.g.
+        ``"train.csv line 5 (abc.jpg): ClassId 7 is not one of (1, 2, 3, 4)"``.
     """
     present = set(image_ids)
     duplicated = frame.duplicated(["ImageId", "ClassId"], keep="first").to_numpy()
     problems = []
     for row, (image_id, class_id, rle) in enumerate(frame[["ImageId", "ClassId", "EncodedPixels"]].itertuples(
             index=False)):
-        where = f"{source} line {row + 2}"
+        where = f"{source} line {row + 2} ({image_id})"
         if image_id not in present:
-            problems.append(f"{where}: image {image_id} does not exist")
-        if class_id not in CLASS_IDS:
-            problems.append(f"{where}: ClassId {class_id} is not one of {CLASS_IDS}")
+            problems.append(f"{where}: the image does not exist")
+        if class_id not in class_ids:
+            problems.append(f"{where}: ClassId {class_id} is not one of {tuple(class_ids)}")
         if duplicated[row]:
-            problems.append(f"{where}: duplicate row for ({image_id}, class {class_id})")
-        error = validate(rle) if rle else None
+            problems.append(f"{where}: duplicate row for class {class_id}")
+        error = validate(rle, shape[0] * shape[1]) if rle else None
         if error:
-            problems.append(f"{where}: invalid EncodedPixels for {image_id} class {class_id}: {error}")
+            problems.append(f"{where}: invalid EncodedPixels for class {class_id}: {error}")
     return problems

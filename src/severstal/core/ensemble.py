@@ -65,53 +65,50 @@ def mean_probabilities(predictions: Iterable[np.ndarray]) -> np.ndarray:
     return total / np.float32(count)
 
 
-def parse_choice_list(value, allowed: Sequence[str], what: str) -> tuple[str, ...]:
-    """A comma-separated string or list of names, each from ``allowed``, without repeats.
+def flip(images: np.ndarray, name: str) -> np.ndarray:
+    """Flip ``(batch, h, w, ...)`` arrays: ``hflip`` mirrors left-right, ``vflip`` top-bottom, ``both`` both.
 
-    Args:
-        value: ``"none,hflip"`` or ``["none", "hflip"]``.
-        allowed: the valid names.
-        what: the option's name for messages.
-
-    Returns:
-        The names in the given order.
+    Every flip is its own inverse, so the same call maps predictions back.
     """
-    names = [part.strip() for part in value.split(",")] if isinstance(value, str) else [str(v) for v in value]
-    names = [name for name in names if name]
-    unknown = [name for name in names if name not in allowed]
-    if not names or unknown or len(set(names)) != len(names):
-        raise ValueError(f"{what} must be a non-empty list of distinct names from {', '.join(allowed)}, "
-                         f"got {value!r}")
-    return tuple(names)
+    if name == "none":
+        return images
+    if name == "hflip":
+        return images[:, :, ::-1]
+    if name == "vflip":
+        return images[:, ::-1]
+    if name == "both":
+        return images[:, ::-1, ::-1]
+    raise ValueError(f"unknown flip {name!r}; expected one of {', '.join(FLIPS)}")
 
 
 def select_folds(spec, available: Sequence[int]) -> list[int]:
-    """The folds to ensemble.
+    """The folds to use, from ``all`` or a list of fold numbers.
 
     Args:
-        spec: ``"all"``, a comma-separated string ``"0,1"`` or a list of fold numbers.
-        available: the folds that have trained models.
+        spec: ``"all"`` or fold numbers (the config's normal form of ``inference.folds``; a list or
+            a text such as ``"0,1"`` works too).
+        available: the folds there are (e.g. those with a trained model).
 
     Returns:
         Sorted fold numbers.
 
     Raises:
-        ValueError: a fold without a model, or nothing to ensemble.
+        ValueError: a fold that is not available, or nothing to use.
     """
     available = sorted(int(fold) for fold in available)
     if spec is None or (isinstance(spec, str) and spec.strip().lower() == "all"):
         folds = available
     else:
-        parts = spec.split(",") if isinstance(spec, str) else list(spec)
+        parts = spec.split(",") if isinstance(spec, str) else [spec] if isinstance(spec, int) else list(spec)
         try:
             folds = sorted({int(str(part).strip()) for part in parts if str(part).strip()})
         except ValueError:
             raise ValueError(f"folds must be 'all' or fold numbers such as 0,1, got {spec!r}") from None
         missing = [fold for fold in folds if fold not in available]
         if missing:
-            raise ValueError(f"fold(s) {missing} have no trained model; trained folds: {available or 'none'}")
+            raise ValueError(f"fold(s) {missing} are not available; available: {available or 'none'}")
     if not folds:
-        raise ValueError("no trained fold to ensemble")
+        raise ValueError("no fold to use")
     return folds
 
 
@@ -120,19 +117,19 @@ def mask_rows(image_id: str, masks: np.ndarray) -> list[tuple[str, int, str]]:
 
     Args:
         image_id: the image's file name.
-        masks: (256, 1600, 4) 0/1 masks, channel = class id - 1.
+        masks: (H, W, classes) 0/1 masks, channel = class id - 1 (256 x 1600 x 4 on Kaggle).
 
     Returns:
-        ``[(ImageId, ClassId, EncodedPixels)]`` for class 1..4, ``""`` for an empty mask.
+        ``[(ImageId, ClassId, EncodedPixels)]`` for class 1..classes, ``""`` for an empty mask.
     """
-    if masks.ndim != 3 or masks.shape[-1] != NUM_CLASSES:
-        raise ValueError(f"masks must be (H, W, {NUM_CLASSES}), got shape {masks.shape}")
-    return [(image_id, class_id, encode(masks[..., class_id - 1])) for class_id in CLASS_IDS]
+    if masks.ndim != 3:
+        raise ValueError(f"masks must be (H, W, classes), got shape {masks.shape}")
+    return [(image_id, channel + 1, encode(masks[..., channel])) for channel in range(masks.shape[-1])]
 
 
-def empty_rows(image_id: str) -> list[tuple[str, int, str]]:
+def empty_rows(image_id: str, class_ids: Sequence[int] = CLASS_IDS) -> list[tuple[str, int, str]]:
     """The rows of an image predicted empty (e.g. an unreadable one skipped with --skip-bad)."""
-    return [(image_id, class_id, "") for class_id in CLASS_IDS]
+    return [(image_id, class_id, "") for class_id in class_ids]
 
 
 def rows_frame(rows: Iterable[tuple[str, int, str]]) -> pd.DataFrame:
@@ -282,9 +279,10 @@ class AblationAccumulator:
         """One row per (image, class): ``ImageId, ClassId, true_area`` and, per variant,
         ``<variant>_area``, ``<variant>_dice``; sorted by image, then class."""
         count = len(self.image_ids)
+        classes = len(self.true_area[0]) if self.true_area else NUM_CLASSES
         frame = pd.DataFrame({
-            "ImageId": np.repeat(np.array(self.image_ids, dtype=object), NUM_CLASSES),
-            "ClassId": np.tile(np.array(CLASS_IDS), count),
+            "ImageId": np.repeat(np.array(self.image_ids, dtype=object), classes),
+            "ClassId": np.tile(np.arange(1, classes + 1), count),
         })
         true_area = np.array(self.true_area, dtype=np.int64).reshape(-1)
         frame["true_area"] = true_area
@@ -317,14 +315,14 @@ def pair_variants(pairs: pd.DataFrame) -> list[str]:
 
 
 def ablation_table(pairs: pd.DataFrame) -> pd.DataFrame:
-    """Mean Dice per variant: index = variants, columns ``mean, class_1..class_4, gain``.
+    """Mean Dice per variant: index = variants, columns ``mean, class_1..class_C, gain``.
 
     ``gain`` is the change of the mean from the row above (NaN for the first row).
     """
     rows = {}
     for name in pair_variants(pairs):
         row = {"mean": float(pairs[f"{name}_dice"].mean())}
-        for class_id in CLASS_IDS:
+        for class_id in sorted(pairs["ClassId"].unique()):
             row[f"class_{class_id}"] = float(pairs.loc[pairs["ClassId"] == class_id, f"{name}_dice"].mean())
         rows[name] = row
     table = pd.DataFrame.from_dict(rows, orient="index")
@@ -371,3 +369,49 @@ def variant_pairs(pairs: pd.DataFrame, variant: str) -> pd.DataFrame:
         "predicted_area": pairs[f"{variant}_area"], "true_area": pairs["true_area"],
         "dice": pairs[f"{variant}_dice"],
     })
+
+
+BEST_WORST_LISTED = 10  # images named in an ablation document's best and worst lists
+
+
+def ablation_document(pairs: pd.DataFrame, experiment: str, submission: str, submission_sha256: str,
+                      pairs_csv: str, created: str) -> dict:
+    """The content of ``ablation.json`` from the per-pair frame (all variants including ``final``).
+
+    Keys: ``experiment``, ``created``, ``submission`` and its ``submission_sha256`` (``report``
+    refuses an ablation made for another file), ``images``, ``pairs``, ``variants`` (in step order:
+    ``name``, ``label``, ``mean_dice``, ``gain`` over the previous step, ``class_dice`` by class id),
+    ``best_images`` / ``worst_images`` (up to 10 informative images by the submission's per-image Dice)
+    and ``pairs_csv`` (every (image, class) pair: true area and, per variant, predicted area and Dice).
+    """
+    table = ablation_table(pairs)
+    scores = image_scores(variant_pairs(pairs, "final"))
+    best, worst = best_and_worst(scores, BEST_WORST_LISTED)
+    final_scores = scores.set_index("ImageId")["dice"]
+    class_ids = sorted(int(c) for c in pairs["ClassId"].unique())
+
+    def number(value) -> float | None:
+        return None if pd.isna(value) else round(float(value), 8)
+
+    return {
+        "experiment": experiment,
+        "created": created,
+        "submission": submission,
+        "submission_sha256": submission_sha256,
+        "images": int(pairs["ImageId"].nunique()),
+        "pairs": len(pairs),
+        "variants": [
+            {"name": name, "label": VARIANT_LABELS[name], "mean_dice": number(row["mean"]),
+             "gain": number(row["gain"]), "class_dice": {str(c): number(row[f"class_{c}"]) for c in class_ids}}
+            for name, row in table.iterrows()],
+        "best_images": [{"ImageId": i, "dice": number(final_scores[i])} for i in best],
+        "worst_images": [{"ImageId": i, "dice": number(final_scores[i])} for i in worst],
+        "pairs_csv": pairs_csv,
+    }
+
+
+def ablation_text(pairs: pd.DataFrame) -> str:
+    """A short text table of the variants' mean Dice for the terminal."""
+    table = ablation_table(pairs)
+    lines = [f"  {VARIANT_LABELS[name]:<55} {row['mean']:.6f}" for name, row in table.iterrows()]
+    return "ablation (mean Dice):\n" + "\n".join(lines)

@@ -7,26 +7,39 @@ are already long; the 2019 layout packs both ids into ``ImageId_ClassId`` (``abc
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 import numpy as np
 import pandas as pd
 
-from .constants import CLASS_IDS, HEIGHT, LEGACY_COLUMNS, SUBMISSION_COLUMNS, WIDTH
-from .rle import decode
+from .constants import CLASS_IDS, HEIGHT, LEGACY_COLUMNS, LONG_COLUMNS, NUM_CLASSES, SUBMISSION_COLUMNS, WIDTH
+from .rle import area, decode
 
 NORMAL_COLUMNS = ["ImageId", "ClassId", "EncodedPixels"]
 
 
+def layout_of(columns, exact: bool = False) -> str | None:
+    """``"long"`` or ``"legacy"`` for a header, None for neither.
+
+    Args:
+        columns: the header's column names.
+        exact: the header must be exactly the layout's columns (in any order), as in a submission;
+            otherwise it must contain them (a label file may carry more columns).
+    """
+    names = {str(c).strip() for c in columns}
+    for layout, wanted in (("long", set(LONG_COLUMNS)), ("legacy", set(LEGACY_COLUMNS))):
+        if (names == wanted) if exact else (wanted <= names):
+            return layout
+    return None
+
+
 def detect_layout(columns) -> str:
     """``"long"`` or ``"legacy"`` from a header; ``ValueError`` naming the expected headers otherwise."""
-    columns = [str(c).strip() for c in columns]
-    if {"ImageId", "ClassId", "EncodedPixels"} <= set(columns):
-        return "long"
-    if set(LEGACY_COLUMNS) <= set(columns):
-        return "legacy"
-    raise ValueError(
-        f"unexpected columns {columns}: expected ImageId,ClassId,EncodedPixels (any order) "
-        "or the 2019 layout ImageId_ClassId,EncodedPixels"
-    )
+    layout = layout_of(columns)
+    if layout is None:
+        raise ValueError(f"unexpected columns {[str(c).strip() for c in columns]}: expected "
+                         f"{','.join(LONG_COLUMNS)} (any order) or the 2019 layout {','.join(LEGACY_COLUMNS)}")
+    return layout
 
 
 def normalise(frame: pd.DataFrame) -> pd.DataFrame:
@@ -61,45 +74,42 @@ def normalise(frame: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-def read_table(path) -> pd.DataFrame:
-    """Read a label or submission CSV of either layout into the normal form."""
-    return normalise(pd.read_csv(path, dtype=str, keep_default_na=False))
+def non_empty(frame: pd.DataFrame, class_ids: Sequence[int] = CLASS_IDS) -> pd.DataFrame:
+    """Rows whose mask is not empty, of the classes ``class_ids`` only."""
+    return frame[(frame["EncodedPixels"] != "") & frame["ClassId"].isin(class_ids)]
 
 
-def non_empty(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows whose mask is not empty, ClassId 1..4 only."""
-    return frame[(frame["EncodedPixels"] != "") & frame["ClassId"].isin(CLASS_IDS)]
-
-
-def rle_lookup(frame: pd.DataFrame) -> dict[str, dict[int, str]]:
+def rle_lookup(frame: pd.DataFrame, class_ids: Sequence[int] = CLASS_IDS) -> dict[str, dict[int, str]]:
     """``{ImageId: {ClassId: rle}}`` for the non-empty masks of a normal frame."""
     lookup: dict[str, dict[int, str]] = {}
-    for image_id, class_id, rle in non_empty(frame).itertuples(index=False):
+    for image_id, class_id, rle in non_empty(frame, class_ids).itertuples(index=False):
         lookup.setdefault(image_id, {})[int(class_id)] = rle
     return lookup
 
 
-def presence_table(frame: pd.DataFrame, image_ids) -> pd.DataFrame:
-    """``ImageId, has_1..has_4`` (0/1) for ``image_ids`` from a normal label frame."""
+def presence_table(frame: pd.DataFrame, image_ids, class_ids: Sequence[int] = CLASS_IDS) -> pd.DataFrame:
+    """``ImageId, has_1..has_C`` (0/1) for ``image_ids`` from a normal label frame."""
     table = pd.DataFrame({"ImageId": list(image_ids)})
-    positives = non_empty(frame)
-    for class_id in CLASS_IDS:
+    positives = non_empty(frame, class_ids)
+    for class_id in class_ids:
         ids = set(positives.loc[positives["ClassId"] == class_id, "ImageId"])
         table[f"has_{class_id}"] = table["ImageId"].isin(ids).astype(int)
     return table
 
 
-def masks_for(rles: dict[int, str], shape: tuple[int, int] = (HEIGHT, WIDTH)) -> np.ndarray:
+def masks_for(rles: dict[int, str], shape: tuple[int, int] = (HEIGHT, WIDTH), num_classes: int = NUM_CLASSES
+              ) -> np.ndarray:
     """Stack an image's class masks.
 
     Args:
         rles: ``{ClassId: rle}``; missing classes are empty.
         shape: ``(height, width)``.
+        num_classes: channels (class ids 1..num_classes).
 
     Returns:
-        ``(height, width, 4)`` uint8 array of 0/1.
+        ``(height, width, num_classes)`` uint8 array of 0/1.
     """
-    masks = np.zeros((*shape, len(CLASS_IDS)), dtype=np.uint8)  # (256, 1600, 4)
+    masks = np.zeros((*shape, num_classes), dtype=np.uint8)  # (256, 1600, 4)
     for class_id, rle in rles.items():
         masks[..., class_id - 1] = decode(rle, shape)
     return masks
@@ -115,3 +125,44 @@ def to_submission_layout(frame: pd.DataFrame, layout: str = "long") -> pd.DataFr
             "EncodedPixels": frame["EncodedPixels"],
         })
     raise ValueError(f"layout must be 'long' or 'legacy', got {layout!r}")
+
+
+# ----------------------------------------------------------------------------- statistics of a training set
+
+def presence_columns(class_ids: Sequence[int] = CLASS_IDS) -> list[str]:
+    """``["has_1", ..., "has_C"]``."""
+    return [f"has_{class_id}" for class_id in class_ids]
+
+
+def classes_per_image(presence: pd.DataFrame, class_ids: Sequence[int] = CLASS_IDS) -> pd.Series:
+    """Number of images with 0, 1, ..., C defect classes (index 0..C)."""
+    counts = presence[presence_columns(class_ids)].sum(axis=1).value_counts()
+    return counts.reindex(range(len(class_ids) + 1), fill_value=0)
+
+
+def class_combinations(presence: pd.DataFrame, class_ids: Sequence[int] = CLASS_IDS) -> pd.Series:
+    """Images per combination of classes, most common first; index like ``"3"``, ``"1+3"``, ``"none"``."""
+    has = presence[presence_columns(class_ids)].to_numpy().astype(bool)  # (images, C)
+    names = ["+".join(str(c) for c, present in zip(class_ids, row, strict=True) if present) or "none"
+             for row in has]
+    counts = pd.Series(names).value_counts()
+    return counts.sort_index(kind="stable").sort_values(ascending=False, kind="stable")
+
+
+def mask_areas(labels: pd.DataFrame, image_ids: Iterable[str], class_ids: Sequence[int] = CLASS_IDS
+               ) -> dict[int, np.ndarray]:
+    """``{class id: mask areas in pixels}`` of the non-empty masks of ``image_ids``."""
+    masks = non_empty(labels, class_ids)
+    masks = masks[masks["ImageId"].isin(set(image_ids))]
+    return {class_id: np.array([area(rle) for rle in masks.loc[masks["ClassId"] == class_id, "EncodedPixels"]],
+                               dtype=np.int64)
+            for class_id in class_ids}
+
+
+def choose_examples(presence: pd.DataFrame, class_id: int, count: int, seed: int) -> list[str]:
+    """Up to ``count`` images showing ``class_id``, drawn reproducibly, in name order."""
+    candidates = sorted(presence.loc[presence[f"has_{class_id}"] == 1, "ImageId"])
+    if len(candidates) <= count:
+        return candidates
+    rng = np.random.default_rng([seed, class_id])
+    return sorted(rng.choice(candidates, count, replace=False).tolist())

@@ -7,6 +7,8 @@ directly, so a full test set scores in seconds without decoding masks.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
@@ -57,9 +59,9 @@ def pair_areas(predicted_rle: str, true_rle: str, num_pixels: int = NUM_PIXELS) 
     return int(lengths_p.sum()), int(lengths_t.sum()), shared
 
 
-def _masks_by_pair(frame: pd.DataFrame, what: str) -> pd.DataFrame:
-    """The non-empty class 1..4 rows of a normal frame; ``ValueError`` when a pair appears twice."""
-    rows = frame[frame["ClassId"].isin(CLASS_IDS)]
+def _masks_by_pair(frame: pd.DataFrame, what: str, class_ids: Sequence[int]) -> pd.DataFrame:
+    """The non-empty rows of a normal frame's classes; ``ValueError`` when a pair appears twice."""
+    rows = frame[frame["ClassId"].isin(class_ids)]
     repeated = rows.duplicated(["ImageId", "ClassId"])
     if repeated.any():
         first = rows[repeated].iloc[0]
@@ -67,7 +69,8 @@ def _masks_by_pair(frame: pd.DataFrame, what: str) -> pd.DataFrame:
     return rows.loc[rows["EncodedPixels"] != "", ["ImageId", "ClassId", "EncodedPixels"]]
 
 
-def score_pairs(submission: pd.DataFrame, truth: pd.DataFrame, num_pixels: int = NUM_PIXELS) -> pd.DataFrame:
+def score_pairs(submission: pd.DataFrame, truth: pd.DataFrame, num_pixels: int = NUM_PIXELS,
+                class_ids: Sequence[int] = CLASS_IDS) -> pd.DataFrame:
     """Dice of every (image, class) pair of the images in ``submission``.
 
     Args:
@@ -75,21 +78,22 @@ def score_pairs(submission: pd.DataFrame, truth: pd.DataFrame, num_pixels: int =
             a missing pair counts as an empty prediction.
         truth: normal frame of true masks (rows for non-empty masks suffice).
         num_pixels: pixels per image.
+        class_ids: the classes scored.
 
     Returns:
         Frame with ``ImageId, ClassId, predicted_area, true_area, intersection, dice``,
-        one row per image in ``submission`` and class 1..4.
+        one row per image in ``submission`` and class.
 
     Raises:
         ValueError: a pair listed twice in either frame, or a malformed RLE (naming the pair).
     """
     images = pd.unique(submission["ImageId"])
     pairs = pd.DataFrame({
-        "ImageId": np.repeat(images, len(CLASS_IDS)),
-        "ClassId": np.tile(np.array(CLASS_IDS), len(images)),
+        "ImageId": np.repeat(images, len(class_ids)),
+        "ClassId": np.tile(np.array(class_ids), len(images)),
     })
-    predicted = _masks_by_pair(submission, "submission")
-    true = _masks_by_pair(truth, "truth")
+    predicted = _masks_by_pair(submission, "submission", class_ids)
+    true = _masks_by_pair(truth, "truth", class_ids)
     merged = pairs.merge(predicted.rename(columns={"EncodedPixels": "predicted"}), how="left",
                          on=["ImageId", "ClassId"])
     merged = merged.merge(true.rename(columns={"EncodedPixels": "true"}), how="left",
@@ -110,7 +114,7 @@ def score_pairs(submission: pd.DataFrame, truth: pd.DataFrame, num_pixels: int =
     return result
 
 
-def class_table(pairs: pd.DataFrame) -> pd.DataFrame:
+def class_table(pairs: pd.DataFrame, class_ids: Sequence[int] = CLASS_IDS) -> pd.DataFrame:
     """Per-class summary of ``score_pairs`` output plus an ``all`` row.
 
     Columns: ``dice`` (mean), ``pairs``, ``positives`` (true mask non-empty), ``false_positive``
@@ -126,7 +130,7 @@ def class_table(pairs: pd.DataFrame) -> pd.DataFrame:
             "false_negative": int((~predicted & true).sum()),
         }
 
-    rows = {f"class {c}": summarise(pairs[pairs["ClassId"] == c]) for c in CLASS_IDS}
+    rows = {f"class {c}": summarise(pairs[pairs["ClassId"] == c]) for c in class_ids}
     rows["all"] = summarise(pairs)
     return pd.DataFrame.from_dict(rows, orient="index")
 
@@ -134,3 +138,70 @@ def class_table(pairs: pd.DataFrame) -> pd.DataFrame:
 def mean_dice(pairs: pd.DataFrame) -> float:
     """The competition score of ``score_pairs`` output."""
     return float(pairs["dice"].mean()) if len(pairs) else float("nan")
+
+
+# ----------------------------------------------------------------------------- out-of-fold summaries
+
+THRESHOLD = 0.5  # the untuned pixel and classifier threshold of the summaries
+
+
+def raw_dice(probabilities: np.ndarray, truth: np.ndarray, threshold: float = THRESHOLD) -> np.ndarray:
+    """Dice of each (image, class) at a pixel threshold, no post-processing: ``(N, H, W, C)`` -> ``(N, C)``."""
+    count, channels = probabilities.shape[0], probabilities.shape[-1]
+
+    def areas(mask):  # (N, H, W, C) bool -> (N, C); counting along contiguous rows is much faster
+        return np.count_nonzero(np.ascontiguousarray(np.moveaxis(mask, -1, 1)).reshape(count * channels, -1),
+                                axis=1).reshape(count, channels)
+
+    predicted, truth = probabilities > threshold, truth.astype(bool)
+    return dice_from_areas(areas(predicted), areas(truth), areas(predicted & truth))
+
+
+def segmentation_summary(scores: np.ndarray, true_area: np.ndarray) -> dict:
+    """Mean Dice over all pairs, per class, and per class over the images that have the class.
+
+    Args:
+        scores: (N, classes) Dice per (image, class), e.g. :func:`raw_dice`.
+        true_area: (N, classes) true mask areas.
+    """
+    present = true_area > 0  # (N, classes)
+    class_ids = range(1, scores.shape[1] + 1)
+    return {
+        "dice_at_0.5": float(scores.mean()),
+        "dice_per_class_at_0.5": {str(c): float(scores[:, c - 1].mean()) for c in class_ids},
+        "dice_on_images_with_class": {
+            str(c): float(scores[present[:, c - 1], c - 1].mean()) if present[:, c - 1].any() else None
+            for c in class_ids},
+        "images_with_class": {str(c): int(present[:, c - 1].sum()) for c in class_ids},
+    }
+
+
+def classification_groups(num_classes: int) -> tuple[str, ...]:
+    """``("class 1", ..., "class C", "any defect")``: the groups of :func:`classification_summary`."""
+    return (*(f"class {c}" for c in range(1, num_classes + 1)), "any defect")
+
+
+def classification_summary(probabilities: np.ndarray, truth: np.ndarray, threshold: float = THRESHOLD) -> dict:
+    """Precision, recall, F1 and confusion counts per class and for any defect (max over classes).
+
+    Args:
+        probabilities: ``(N, classes)`` predicted class presence.
+        truth: ``(N, classes)`` 0/1 true presence.
+
+    Returns:
+        ``{group: {"precision", "recall", "f1", "true_positive", "false_positive", "false_negative",
+        "true_negative", "positives"}}`` for :func:`classification_groups`.
+    """
+    predicted = np.column_stack([probabilities > threshold, probabilities.max(axis=1) > threshold])  # (N, C + 1)
+    actual = np.column_stack([truth > 0, truth.max(axis=1) > 0])
+    summary = {}
+    for index, group in enumerate(classification_groups(probabilities.shape[1])):
+        p, t = predicted[:, index], actual[:, index]
+        tp, fp, fn = int((p & t).sum()), int((p & ~t).sum()), int((~p & t).sum())
+        precision = tp / (tp + fp) if tp + fp else float("nan")
+        recall = tp / (tp + fn) if tp + fn else float("nan")
+        f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
+        summary[group] = {"precision": precision, "recall": recall, "f1": f1, "true_positive": tp,
+                          "false_positive": fp, "false_negative": fn, "true_negative": int((~p & ~t).sum()),
+                          "positives": int(t.sum())}
+    return summary

@@ -9,20 +9,17 @@ follows from these numbers (see ``thresholds``). The masks are those of
 ``postprocess.postprocess_class``: the same :func:`postprocess.binarize` and
 :func:`postprocess.component_sizes` are used here.
 
-Files (``.npz``, written atomically; format in docs/oof-format.md):
-``models/<experiment>/seg/fold<K>/oof.npz`` and ``models/<experiment>/cls/fold<K>/oof.npz``.
+``infra.oof_files`` writes and reads them as ``models/<experiment>/<seg|cls>/fold<K>/oof.npz``
+(format in docs/oof-format.md); the functions here only pack, check and join arrays.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from .constants import NUM_CLASSES
 from .postprocess import binarize, component_sizes
 
 FORMAT_VERSION = 1
@@ -97,27 +94,27 @@ def segmentation_statistics(
     """OOF statistics of a batch of images (call per batch, then :func:`concatenate_statistics`).
 
     Args:
-        probabilities: (N, H, W, 4) float probability maps at full resolution (256 x 1600), e.g.
-            the flip-TTA mean; component sizes are counted in these pixels.
-        truth: (N, H, W, 4) true masks, uint8 or bool.
-        pixel_thresholds: (P,) increasing pixel thresholds, e.g. ``config["tune"]["pixel_thresholds"]``.
+        probabilities: (N, H, W, classes) float probability maps at full resolution (256 x 1600 on
+            Kaggle), e.g. the flip-TTA mean; component sizes are counted in these pixels.
+        truth: (N, H, W, classes) true masks, uint8 or bool.
+        pixel_thresholds: (P,) increasing pixel thresholds (the config's ``tune.pixel_thresholds``).
         min_component_sizes: (C,) increasing minimum component sizes.
 
     Returns:
-        ``{"predicted_area": (N, 4, P, C) int32, "intersection": (N, 4, P, C) int32,
-        "true_area": (N, 4) int32}``.
+        ``{"predicted_area": (N, classes, P, C) int32, "intersection": (N, classes, P, C) int32,
+        "true_area": (N, classes) int32}``.
     """
     pixels, sizes = check_grid(pixel_thresholds, min_component_sizes)
-    if probabilities.ndim != 4 or probabilities.shape[-1] != NUM_CLASSES:
-        raise ValueError(f"probabilities must be (N, H, W, {NUM_CLASSES}), got shape {probabilities.shape}")
+    if probabilities.ndim != 4:
+        raise ValueError(f"probabilities must be (N, H, W, classes), got shape {probabilities.shape}")
     if truth.shape != probabilities.shape:
         raise ValueError(f"truth shape {truth.shape} differs from probabilities shape {probabilities.shape}")
-    count = probabilities.shape[0]
-    predicted_area = np.zeros((count, NUM_CLASSES, pixels.size, sizes.size), dtype=np.int32)
+    count, classes = probabilities.shape[0], probabilities.shape[-1]
+    predicted_area = np.zeros((count, classes, pixels.size, sizes.size), dtype=np.int32)
     intersection = np.zeros_like(predicted_area)
-    true_area = np.zeros((count, NUM_CLASSES), dtype=np.int32)
+    true_area = np.zeros((count, classes), dtype=np.int32)
     for image in range(count):
-        for channel in range(NUM_CLASSES):
+        for channel in range(classes):
             area, overlap, true = class_statistics(probabilities[image, ..., channel],
                                                    truth[image, ..., channel], pixels, sizes)
             predicted_area[image, channel], intersection[image, channel] = area, overlap
@@ -132,36 +129,18 @@ def concatenate_statistics(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, 
     return {key: np.concatenate([part[key] for part in parts], axis=0) for key in STATISTIC_KEYS}
 
 
-def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path:
-    """Write ``arrays`` as a compressed .npz at exactly ``path``, atomically (temp file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "wb") as handle:  # a file object: np.savez would append .npz to a name
-        np.savez_compressed(handle, **arrays)
-    os.replace(temporary, path)
-    return path
-
-
-def read_npz(path: str | os.PathLike, kind: str) -> dict[str, np.ndarray]:
-    """Read an OOF file, checking its kind and format version (ValueError on a wrong file)."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except (OSError, ValueError) as error:
-        raise ValueError(f"{path} is not a readable OOF statistics file: {error}") from None
-    found_kind = str(arrays.get("kind", ""))
-    if found_kind != kind:
-        raise ValueError(f"{path} holds {found_kind or 'unknown'} statistics, expected {kind}")
-    if int(arrays.get("format_version", -1)) != FORMAT_VERSION:
-        raise ValueError(f"{path} has format version {arrays.get('format_version')}, this code reads "
-                         f"{FORMAT_VERSION}: re-run severstal oof for it")
-    return arrays
-
-
 def header(kind: str, fold: int) -> dict[str, np.ndarray]:
     """The entries every OOF file starts with."""
     return {"kind": np.array(kind), "format_version": np.array(FORMAT_VERSION), "fold": np.array(int(fold))}
+
+
+def check_header(arrays: dict[str, np.ndarray], kind: str) -> None:
+    """ValueError unless ``arrays`` are OOF arrays of ``kind`` in this code's format version."""
+    found_kind = str(arrays.get("kind", ""))
+    if found_kind != kind:
+        raise ValueError(f"it holds {found_kind or 'unknown'} statistics, expected {kind}")
+    if int(arrays.get("format_version", -1)) != FORMAT_VERSION:
+        raise ValueError(f"it has format version {arrays.get('format_version')}, this code reads {FORMAT_VERSION}")
 
 
 def image_id_array(image_ids: Sequence[str], count: int) -> np.ndarray:
@@ -179,107 +158,80 @@ def check_segmentation_statistics(stats: dict[str, np.ndarray], num_pixel: int, 
     missing = [key for key in STATISTIC_KEYS if key not in stats]
     if missing:
         raise ValueError(f"statistics lack {missing}")
-    count = stats["true_area"].shape[0]
-    expected = (count, NUM_CLASSES, num_pixel, num_component)
-    if stats["true_area"].shape != (count, NUM_CLASSES):
-        raise ValueError(f"true_area must be (N, {NUM_CLASSES}), got {stats['true_area'].shape}")
+    true_area = np.asarray(stats["true_area"])
+    if true_area.ndim != 2:
+        raise ValueError(f"true_area must be (N, classes), got {true_area.shape}")
+    count, classes = true_area.shape
+    expected = (count, classes, num_pixel, num_component)
     for key in ("predicted_area", "intersection"):
-        if stats[key].shape != expected:
+        if np.shape(stats[key]) != expected:
             raise ValueError(f"{key} must be {expected} (N, classes, pixel thresholds, component sizes), "
-                             f"got {stats[key].shape}")
+                             f"got {np.shape(stats[key])}")
     return count
 
 
-def save_segmentation_oof(
-    path: str | os.PathLike,
-    image_ids: Sequence[str],
-    fold: int,
-    stats: dict[str, np.ndarray],
-    pixel_thresholds: Sequence[float],
-    min_component_sizes: Sequence[int],
-) -> Path:
-    """Write one fold's segmentation statistics (``models/<experiment>/seg/fold<K>/oof.npz``).
+def segmentation_arrays(image_ids: Sequence[str], fold: int, stats: dict[str, np.ndarray],
+                        pixel_thresholds: Sequence[float], min_component_sizes: Sequence[int]) -> dict[str, np.ndarray]:
+    """The arrays of one fold's segmentation OOF file, checked.
 
     Args:
-        path: the file to write (exactly this name; parent folders are created).
         image_ids: (N,) the fold's validation image ids, in the order of ``stats``.
         fold: the fold number K.
         stats: output of :func:`segmentation_statistics` / :func:`concatenate_statistics`.
         pixel_thresholds: the grid the statistics were computed on.
         min_component_sizes: idem.
-
-    Returns:
-        The path written.
     """
     pixels, sizes = check_grid(pixel_thresholds, min_component_sizes)
     count = check_segmentation_statistics(stats, pixels.size, sizes.size)
-    return write_npz(path, {
-        **header(SEGMENTATION_KIND, fold), "image_ids": image_id_array(image_ids, count),
-        "pixel_thresholds": pixels, "min_component_sizes": sizes,
-        **{key: np.asarray(stats[key], dtype=np.int32) for key in STATISTIC_KEYS},
-    })
+    return {**header(SEGMENTATION_KIND, fold), "image_ids": image_id_array(image_ids, count),
+            "pixel_thresholds": pixels, "min_component_sizes": sizes,
+            **{key: np.asarray(stats[key], dtype=np.int32) for key in STATISTIC_KEYS}}
 
 
-def load_segmentation_oof(path: str | os.PathLike) -> dict:
-    """Read a file of :func:`save_segmentation_oof`.
+def segmentation_from_arrays(arrays: dict[str, np.ndarray]) -> dict:
+    """The checked content of a segmentation OOF file.
 
     Returns:
         ``{"fold": int, "image_ids": (N,) str, "pixel_thresholds": (P,) float64,
-        "min_component_sizes": (C,) int64, "predicted_area": (N, 4, P, C) int32,
-        "intersection": (N, 4, P, C) int32, "true_area": (N, 4) int32}``.
+        "min_component_sizes": (C,) int64, "predicted_area": (N, classes, P, C) int32,
+        "intersection": (N, classes, P, C) int32, "true_area": (N, classes) int32}``.
+
+    Raises:
+        ValueError: another kind, another format version or malformed arrays.
     """
-    arrays = read_npz(path, SEGMENTATION_KIND)
+    check_header(arrays, SEGMENTATION_KIND)
     try:
         pixels, sizes = check_grid(arrays["pixel_thresholds"], arrays["min_component_sizes"])
         check_segmentation_statistics(arrays, pixels.size, sizes.size)
         result = {"fold": int(arrays["fold"]), "image_ids": arrays["image_ids"], "pixel_thresholds": pixels,
                   "min_component_sizes": sizes}
-    except (KeyError, ValueError) as error:
-        raise ValueError(f"{path} is malformed: {error}") from None
+    except KeyError as error:
+        raise ValueError(f"it lacks {error}") from None
     return result | {key: arrays[key] for key in STATISTIC_KEYS}
 
 
-def save_classifier_oof(
-    path: str | os.PathLike, image_ids: Sequence[str], fold: int, probabilities: np.ndarray
-) -> Path:
-    """Write one fold's classifier probabilities (``models/<experiment>/cls/fold<K>/oof.npz``).
-
-    Args:
-        path: the file to write.
-        image_ids: (N,) the fold's validation image ids.
-        fold: the fold number K.
-        probabilities: (N, 4) probability that each class is present (flip-TTA mean).
-            A binary (defect / no defect) head repeats its probability in all 4 columns.
-
-    Returns:
-        The path written.
-    """
+def classifier_arrays(image_ids: Sequence[str], fold: int, probabilities: np.ndarray) -> dict[str, np.ndarray]:
+    """The arrays of one fold's classifier OOF file: (N, classes) probabilities that each class is present
+    (a binary defect / no-defect head repeats its probability in every column)."""
     probabilities = np.asarray(probabilities, dtype=np.float32)
-    if probabilities.ndim != 2 or probabilities.shape[1] != NUM_CLASSES:
-        raise ValueError(f"probabilities must be (N, {NUM_CLASSES}), got shape {probabilities.shape}")
+    if probabilities.ndim != 2:
+        raise ValueError(f"probabilities must be (N, classes), got shape {probabilities.shape}")
     if not np.all((probabilities >= 0) & (probabilities <= 1)):
         raise ValueError("classifier probabilities must lie in [0, 1]")
-    return write_npz(path, {
-        **header(CLASSIFIER_KIND, fold), "image_ids": image_id_array(image_ids, probabilities.shape[0]),
-        "probabilities": probabilities,
-    })
+    return {**header(CLASSIFIER_KIND, fold), "image_ids": image_id_array(image_ids, probabilities.shape[0]),
+            "probabilities": probabilities}
 
 
-def load_classifier_oof(path: str | os.PathLike) -> dict:
-    """Read a file of :func:`save_classifier_oof`.
-
-    Returns:
-        ``{"fold": int, "image_ids": (N,) str, "probabilities": (N, 4) float32}``.
-    """
-    arrays = read_npz(path, CLASSIFIER_KIND)
+def classifier_from_arrays(arrays: dict[str, np.ndarray]) -> dict:
+    """The checked content of a classifier OOF file: ``{"fold", "image_ids" (N,), "probabilities" (N, classes)}``."""
+    check_header(arrays, CLASSIFIER_KIND)
     try:
         probabilities, image_ids = arrays["probabilities"], arrays["image_ids"]
-        if probabilities.shape != (image_ids.shape[0], NUM_CLASSES):
-            raise ValueError(f"probabilities shape {probabilities.shape} does not fit "
-                             f"{image_ids.shape[0]} images")
-        return {"fold": int(arrays["fold"]), "image_ids": image_ids, "probabilities": probabilities}
-    except (KeyError, ValueError) as error:
-        raise ValueError(f"{path} is malformed: {error}") from None
+    except KeyError as error:
+        raise ValueError(f"it lacks {error}") from None
+    if probabilities.ndim != 2 or probabilities.shape[0] != image_ids.shape[0]:
+        raise ValueError(f"probabilities shape {probabilities.shape} does not fit {image_ids.shape[0]} images")
+    return {"fold": int(arrays["fold"]), "image_ids": image_ids, "probabilities": probabilities}
 
 
 @dataclass
@@ -290,10 +242,10 @@ class OOFStatistics:
     folds: np.ndarray  # (N,) int: the fold whose model predicted each image
     pixel_thresholds: np.ndarray  # (P,) float64
     min_component_sizes: np.ndarray  # (C,) int64
-    predicted_area: np.ndarray  # (N, 4, P, C) int32
-    intersection: np.ndarray  # (N, 4, P, C) int32
-    true_area: np.ndarray  # (N, 4) int32
-    classifier_probabilities: np.ndarray | None = None  # (N, 4) float32, None: no classifier gate
+    predicted_area: np.ndarray  # (N, classes, P, C) int32
+    intersection: np.ndarray  # (N, classes, P, C) int32
+    true_area: np.ndarray  # (N, classes) int32
+    classifier_probabilities: np.ndarray | None = None  # (N, classes) float32, None: no classifier gate
 
     def __post_init__(self):
         pixels, sizes = check_grid(self.pixel_thresholds, self.min_component_sizes)
@@ -302,13 +254,17 @@ class OOFStatistics:
             raise ValueError(f"image_ids {self.image_ids.shape} and folds {self.folds.shape} "
                              f"must be ({count},)")
         gate = self.classifier_probabilities
-        if gate is not None and gate.shape != (count, NUM_CLASSES):
-            raise ValueError(f"classifier_probabilities must be ({count}, {NUM_CLASSES}), "
+        if gate is not None and gate.shape != (count, self.classes):
+            raise ValueError(f"classifier_probabilities must be ({count}, {self.classes}), "
                              f"got {self.classifier_probabilities.shape}")
 
     @property
     def count(self) -> int:
         return int(self.true_area.shape[0])
+
+    @property
+    def classes(self) -> int:
+        return int(self.true_area.shape[1])
 
     def select(self, rows: np.ndarray) -> OOFStatistics:
         """The statistics of some images (``rows``: a boolean mask or indices), e.g. of one fold."""
@@ -324,8 +280,8 @@ def combine_folds(segmentation: Sequence[dict], classifier: Sequence[dict] | Non
     """Join the loaded files of all folds.
 
     Args:
-        segmentation: outputs of :func:`load_segmentation_oof`, one per fold, all on the same grid.
-        classifier: outputs of :func:`load_classifier_oof` (any order, same images), or None.
+        segmentation: :func:`segmentation_from_arrays` outputs, one per fold, all on the same grid.
+        classifier: :func:`classifier_from_arrays` outputs (any order, same images), or None.
 
     Returns:
         :class:`OOFStatistics` in the order of ``segmentation``; classifier probabilities are

@@ -15,13 +15,14 @@ statistics is the Dice these masks reach.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
 
-from .constants import CLASS_IDS, NUM_CLASSES
+from .constants import NUM_CLASSES
 
 
 @dataclass(frozen=True)
@@ -48,14 +49,36 @@ class ClassThresholds:
                 for key, value in asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, values: Mapping) -> ClassThresholds:
-        """Inverse of :meth:`to_dict`; missing keys take the defaults, unknown keys are an error."""
+    def from_dict(cls, values: Mapping, where: str = "") -> ClassThresholds:
+        """Inverse of :meth:`to_dict`; missing keys take the defaults.
+
+        Args:
+            values: the four settings (or some of them).
+            where: a prefix naming them in messages, e.g. ``"classes.3."``.
+
+        Raises:
+            ValueError: an unknown key, or a value that is not a finite number in its range (naming the key).
+        """
+        if not isinstance(values, Mapping):
+            raise ValueError(f"{where.rstrip('.') or 'thresholds'} must be a mapping of "
+                             f"{', '.join(cls.__dataclass_fields__)}, got {values!r}")
         unknown = set(values) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"unknown threshold keys {sorted(unknown)}; "
+            raise ValueError(f"unknown threshold keys {sorted(where + str(key) for key in unknown)}; "
                              f"known: {sorted(cls.__dataclass_fields__)}")
-        converted = {key: (int(v) if key in ("min_component_size", "min_area") else float(v))
-                     for key, v in values.items()}
+        converted = {}
+        for key, value in values.items():
+            whole = key in ("min_component_size", "min_area")
+            valid = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+            if whole:
+                valid = valid and float(value).is_integer() and value >= 0
+                expects = "a whole number of pixels >= 0"
+            else:
+                valid = valid and 0.0 <= value <= 1.0
+                expects = "a number in [0, 1]"
+            if not valid:
+                raise ValueError(f"{where}{key} must be {expects}, got {value!r}")
+            converted[key] = int(value) if whole else float(value)
         return cls(**converted)
 
 
@@ -64,28 +87,37 @@ DEFAULT_THRESHOLDS = ClassThresholds()
 
 def per_class_thresholds(
     thresholds: ClassThresholds | Sequence[ClassThresholds] | Mapping[int, ClassThresholds | Mapping],
+    num_classes: int = NUM_CLASSES, where: str = "",
 ) -> list[ClassThresholds]:
-    """Normalise thresholds to a list of 4, one per channel (class id 1..4).
+    """Normalise thresholds to a list, one per channel (class id 1..num_classes).
 
     Args:
-        thresholds: one ``ClassThresholds`` for every class, a sequence of 4 (channel order),
-            or a mapping from class id (1..4, int or str) to ``ClassThresholds`` or its dict.
+        thresholds: one ``ClassThresholds`` for every class, a sequence of them (channel order),
+            or a mapping from class id (int or str) to ``ClassThresholds`` or its dict.
+        num_classes: the number of classes.
+        where: a prefix for messages, e.g. ``"classes."``.
 
     Returns:
-        ``[ClassThresholds] * 4`` in channel order.
+        ``[ClassThresholds] * num_classes`` in channel order.
     """
+    class_ids = list(range(1, num_classes + 1))
     if isinstance(thresholds, ClassThresholds):
-        return [thresholds] * NUM_CLASSES
+        return [thresholds] * num_classes
     if isinstance(thresholds, Mapping):
-        keyed = {int(key): value for key, value in thresholds.items()}
-        if sorted(keyed) != list(CLASS_IDS):
-            raise ValueError(f"thresholds must have class ids {list(CLASS_IDS)} as keys, got {sorted(keyed)}")
-        items = [keyed[class_id] for class_id in CLASS_IDS]
+        try:
+            keyed = {int(key): value for key, value in thresholds.items()}
+        except (TypeError, ValueError):
+            raise ValueError(f"{where or 'thresholds'}: the keys must be class ids {class_ids}, "
+                             f"got {sorted(map(str, thresholds))}") from None
+        if sorted(keyed) != class_ids:
+            raise ValueError(f"{where or 'thresholds'}: the keys must be class ids {class_ids}, got {sorted(keyed)}")
+        items = [keyed[class_id] for class_id in class_ids]
     else:
         items = list(thresholds)
-        if len(items) != NUM_CLASSES:
-            raise ValueError(f"expected {NUM_CLASSES} class thresholds, got {len(items)}")
-    return [item if isinstance(item, ClassThresholds) else ClassThresholds.from_dict(item) for item in items]
+        if len(items) != num_classes:
+            raise ValueError(f"expected {num_classes} class thresholds, got {len(items)}")
+    return [item if isinstance(item, ClassThresholds) else ClassThresholds.from_dict(item, f"{where}{class_id}.")
+            for class_id, item in zip(class_ids, items, strict=True)]
 
 
 def binarize(probability: np.ndarray, pixel_threshold: float) -> np.ndarray:
@@ -148,25 +180,26 @@ def postprocess_masks(
     thresholds: ClassThresholds | Sequence[ClassThresholds] | Mapping[int, ClassThresholds | Mapping],
     classifier_probabilities: np.ndarray | Sequence[float] | None = None,
 ) -> np.ndarray:
-    """Binary masks of all four classes of one image.
+    """Binary masks of every class of one image.
 
     Args:
-        probabilities: (H, W, 4) float probability maps at full resolution.
+        probabilities: (H, W, classes) float probability maps at full resolution.
         thresholds: see :func:`per_class_thresholds`.
-        classifier_probabilities: (4,) classifier probabilities per class, or None (no gate).
+        classifier_probabilities: (classes,) classifier probabilities per class, or None (no gate).
 
     Returns:
-        (H, W, 4) uint8 masks of 0/1.
+        (H, W, classes) uint8 masks of 0/1.
     """
-    if probabilities.ndim != 3 or probabilities.shape[-1] != NUM_CLASSES:
-        raise ValueError(f"probabilities must be (H, W, {NUM_CLASSES}), got shape {probabilities.shape}")
-    settings = per_class_thresholds(thresholds)
+    if probabilities.ndim != 3:
+        raise ValueError(f"probabilities must be (H, W, classes), got shape {probabilities.shape}")
+    classes = probabilities.shape[-1]
+    settings = per_class_thresholds(thresholds, classes)
     if classifier_probabilities is not None:
         classifier_probabilities = np.asarray(classifier_probabilities, dtype=np.float64).reshape(-1)
-        if classifier_probabilities.shape != (NUM_CLASSES,):
-            raise ValueError(f"classifier_probabilities must have {NUM_CLASSES} values, "
+        if classifier_probabilities.shape != (classes,):
+            raise ValueError(f"classifier_probabilities must have {classes} values, "
                              f"got shape {classifier_probabilities.shape}")
-    masks = np.zeros(probabilities.shape, dtype=np.uint8)  # (H, W, 4)
+    masks = np.zeros(probabilities.shape, dtype=np.uint8)  # (H, W, classes)
     for channel, setting in enumerate(settings):
         gate = None if classifier_probabilities is None else classifier_probabilities[channel]
         masks[..., channel] = postprocess_class(probabilities[..., channel], setting, gate)

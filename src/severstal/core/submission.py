@@ -7,29 +7,13 @@ means nothing predicted for the image. Line numbers count the header as line 1.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 
 import pandas as pd
 
-from .constants import LEGACY_COLUMNS, NUM_PIXELS, SUBMISSION_COLUMNS
+from .constants import CLASS_IDS, LEGACY_COLUMNS, NUM_PIXELS, SUBMISSION_COLUMNS
+from .labels import layout_of
 from .rle import validate
-
-SUBMISSION_CLASS_IDS = (0, 1, 2, 3, 4)
-
-
-def read_submission(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a submission CSV as text (no NaN conversion) for :func:`check_submission`.
-
-    Raises:
-        ValueError: when the file is not a readable CSV, saying why.
-    """
-    try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False)
-    except pd.errors.EmptyDataError:
-        raise ValueError(f"{path} is empty (not even a header)") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not a readable CSV file: {error}") from None
 
 
 def _examples(names: Iterable[str], count: int = 5) -> str:
@@ -38,13 +22,16 @@ def _examples(names: Iterable[str], count: int = 5) -> str:
     return ", ".join(names[:count]) + more
 
 
-def check_submission(frame_raw: pd.DataFrame, expected_image_ids: Iterable[str] | None) -> list[str]:
+def check_submission(frame_raw: pd.DataFrame, expected_image_ids: Iterable[str] | None,
+                     class_ids: Iterable[int] = CLASS_IDS, num_pixels: int = NUM_PIXELS) -> list[str]:
     """Check a submission frame as Kaggle would, reporting every problem.
 
     Args:
-        frame_raw: the CSV read as text (:func:`read_submission`).
+        frame_raw: the CSV read as text (``infra.tables.read_csv_text``).
         expected_image_ids: the test image file names; every one must appear and no other may.
             None skips these two checks (e.g. for one shard of a split prediction).
+        class_ids: the classes (ClassId 0 is also accepted: nothing predicted for the image).
+        num_pixels: pixels per image, the largest valid RLE end.
 
     Returns:
         Problems (empty when valid): header, missing or unknown images, ClassIds outside 0..4,
@@ -52,11 +39,8 @@ def check_submission(frame_raw: pd.DataFrame, expected_image_ids: Iterable[str] 
         beyond 409,600 pixels).
     """
     columns = [str(c).strip() for c in frame_raw.columns]
-    if sorted(columns) == sorted(SUBMISSION_COLUMNS):
-        layout = "long"
-    elif sorted(columns) == sorted(LEGACY_COLUMNS):
-        layout = "legacy"
-    else:
+    layout = layout_of(columns, exact=True)
+    if layout is None:
         return [f"header is {','.join(columns)}: expected {','.join(SUBMISSION_COLUMNS)} "
                 f"(or the 2019 layout {','.join(LEGACY_COLUMNS)})"]
     frame = frame_raw.set_axis(columns, axis=1).fillna("").astype(str)
@@ -75,17 +59,18 @@ def check_submission(frame_raw: pd.DataFrame, expected_image_ids: Iterable[str] 
     for line in lines[((image_ids == "") & ~malformed).to_numpy()]:
         problems.append(f"line {line}: ImageId is empty")
     numbers = pd.to_numeric(class_text, errors="coerce")
-    valid_class = numbers.isin(SUBMISSION_CLASS_IDS)
+    allowed = (0, *class_ids)
+    valid_class = numbers.isin(allowed)
     bad_class = (~valid_class & ~malformed).to_numpy()
     for line, text in zip(lines[bad_class], class_text[bad_class], strict=True):
-        problems.append(f"line {line}: ClassId {text!r} is not one of 0-4")
+        problems.append(f"line {line}: ClassId {text!r} is not one of {min(allowed)}-{max(allowed)}")
     pairs = pd.DataFrame({"image": image_ids, "class": numbers})
     duplicated = (pairs.duplicated(keep="first") & valid_class & (image_ids != "")).to_numpy()
     for line, image_id, number in zip(lines[duplicated], image_ids[duplicated], numbers[duplicated],
                                       strict=True):
         problems.append(f"line {line}: duplicate row for ({image_id}, class {number:g})")
     encoded = frame["EncodedPixels"].str.strip()
-    errors = {rle: validate(rle, NUM_PIXELS) for rle in encoded[encoded != ""].unique()}
+    errors = {rle: validate(rle, num_pixels) for rle in encoded[encoded != ""].unique()}
     for line, image_id, rle in zip(lines, image_ids, encoded, strict=True):
         if rle and errors[rle]:
             problems.append(f"line {line}: invalid EncodedPixels for {image_id}: {errors[rle]}")

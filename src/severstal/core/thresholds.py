@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .constants import CLASS_IDS, NUM_CLASSES
+from .constants import NUM_CLASSES
 from .metric import dice_from_areas
 from .oofstats import OOFStatistics, check_grid
 from .postprocess import DEFAULT_THRESHOLDS, ClassThresholds, per_class_thresholds
@@ -97,8 +97,8 @@ def pair_dice(stats: OOFStatistics, thresholds) -> np.ndarray:
     Returns:
         (N, 4) float64 Dice per image and class.
     """
-    dice = np.empty((stats.count, NUM_CLASSES), dtype=np.float64)
-    for channel, setting in enumerate(per_class_thresholds(thresholds)):
+    dice = np.empty((stats.count, stats.classes), dtype=np.float64)
+    for channel, setting in enumerate(per_class_thresholds(thresholds, stats.classes)):
         pixel = grid_index(stats.pixel_thresholds, setting.pixel_threshold, "pixel_threshold")
         size = grid_index(stats.min_component_sizes, setting.min_component_size, "min_component_size")
         area = stats.predicted_area[:, channel, pixel, size]  # (N,)
@@ -106,7 +106,7 @@ def pair_dice(stats: OOFStatistics, thresholds) -> np.ndarray:
         kept = area >= setting.min_area
         if setting.classifier_threshold > 0:
             if stats.classifier_probabilities is None:
-                raise ValueError(f"class {CLASS_IDS[channel]} gates on the classifier (threshold "
+                raise ValueError(f"class {channel + 1} gates on the classifier (threshold "
                                  f"{setting.classifier_threshold}) but there are no classifier probabilities")
             gate = stats.classifier_probabilities[:, channel].astype(np.float64)
             kept &= gate >= setting.classifier_threshold
@@ -227,11 +227,12 @@ def search_thresholds(stats: OOFStatistics, grid: SearchGrid) -> SearchResult:
         grid = SearchGrid(grid.pixel_thresholds, grid.min_component_sizes, grid.min_areas, (0.0,))
     fold_ids, groups = np.unique(stats.folds, return_inverse=True)
     num_folds = fold_ids.size
-    tables = np.empty((NUM_CLASSES, *grid.shape), dtype=np.float64)
-    tuned, heldout_sums = [], np.zeros(NUM_CLASSES)
+    classes = stats.classes
+    tables = np.empty((classes, *grid.shape), dtype=np.float64)
+    tuned, heldout_sums = [], np.zeros(classes)
     heldout_thresholds = {int(fold): [] for fold in fold_ids}
     heldout_fold_sums = np.zeros(num_folds)
-    for channel in range(NUM_CLASSES):
+    for channel in range(classes):
         histograms, empty = class_histograms(stats, channel, grid, groups, num_folds)
         scores = summed_scores(histograms.sum(axis=0), empty.sum())  # (P, C, A, G)
         tables[channel] = scores / stats.count
@@ -252,7 +253,7 @@ def search_thresholds(stats: OOFStatistics, grid: SearchGrid) -> SearchResult:
         tuned_per_class=evaluate_thresholds(stats, tuned)[0],
         default_per_class=evaluate_thresholds(stats, DEFAULT_THRESHOLDS)[0],
         heldout_per_class=heldout_sums / stats.count if num_folds >= 2 else None,
-        heldout_per_fold=({int(fold): float(heldout_fold_sums[i] / (NUM_CLASSES * fold_sizes[i]))
+        heldout_per_fold=({int(fold): float(heldout_fold_sums[i] / (classes * fold_sizes[i]))
                            for i, fold in enumerate(fold_ids)} if num_folds >= 2 else {}),
         heldout_thresholds=heldout_thresholds if num_folds >= 2 else {},
         score_tables=tables,
@@ -262,12 +263,66 @@ def search_thresholds(stats: OOFStatistics, grid: SearchGrid) -> SearchResult:
     )
 
 
-def thresholds_from_document(document: Mapping) -> list[ClassThresholds]:
-    """The per-class thresholds of a thresholds.json document (docs/thresholds-format.md).
+def thresholds_from_document(document: Mapping, num_classes: int = NUM_CLASSES) -> list[ClassThresholds]:
+    """The per-class thresholds of a thresholds.json document (docs/thresholds-format.md), checked.
 
     Returns:
-        ``[ClassThresholds] * 4`` in channel order (class ids 1..4).
+        ``[ClassThresholds] * num_classes`` in channel order (class ids 1..num_classes).
+
+    Raises:
+        ValueError: no ``classes`` mapping, wrong class ids, or a value that is not finite or out of
+            range, naming the key (``classes.3.min_area must be ...``).
     """
     if not isinstance(document, Mapping) or not isinstance(document.get("classes"), Mapping):
         raise ValueError("a thresholds document must hold a 'classes' mapping from class ids to thresholds")
-    return per_class_thresholds(document["classes"])
+    return per_class_thresholds(document["classes"], num_classes, where="classes.")
+
+
+FORMAT_VERSION = 1
+
+
+def thresholds_document(result: SearchResult, experiment: str, config: Mapping, folds: int,
+                        inputs: Mapping[str, str], weights: Mapping[str, Mapping[int, str]], created: str) -> dict:
+    """The content of thresholds.json (docs/thresholds-format.md).
+
+    Args:
+        result: the search's result.
+        experiment: the experiment's name.
+        config: the resolved config (a plain mapping).
+        folds: the number of folds tuned on.
+        inputs: ``{OOF file: fingerprint}``.
+        weights: ``{"seg": {fold: weights fingerprint}, "cls": {...}}`` the OOF files were made from.
+        created: the time stamp to record.
+    """
+    def by_class(values: list[ClassThresholds]) -> dict:
+        return {str(channel + 1): setting.to_dict() for channel, setting in enumerate(values)}
+
+    def score(value) -> float | None:
+        return None if value is None else round(float(value), 8)
+
+    heldout = result.heldout_per_class
+    return {
+        "format_version": FORMAT_VERSION,
+        "experiment": experiment,
+        "created": created,
+        "classes": by_class(result.thresholds),
+        "cv_mean_dice": score(result.tuned_mean),
+        "default_mean_dice": score(result.default_mean),
+        "heldout_mean_dice": score(result.heldout_mean),
+        "per_class": {
+            str(channel + 1): {"tuned_dice": score(result.tuned_per_class[channel]),
+                               "default_dice": score(result.default_per_class[channel]),
+                               "heldout_dice": None if heldout is None else score(heldout[channel]),
+                               "positives": int(result.positives[channel])}
+            for channel in range(len(result.thresholds))},
+        "heldout_per_fold": {str(fold): score(value) for fold, value in result.heldout_per_fold.items()},
+        "heldout_thresholds": {str(fold): by_class(values) for fold, values in result.heldout_thresholds.items()},
+        "classifier_gate": result.gated,
+        "images": result.images,
+        "folds": folds,
+        "grid": result.grid.to_dict(),
+        "default_thresholds": DEFAULT_THRESHOLDS.to_dict(),
+        "inputs": dict(inputs),
+        "weights": {kind: {str(fold): value for fold, value in by_fold.items()} for kind, by_fold in weights.items()},
+        "config": dict(config),
+    }

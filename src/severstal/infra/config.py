@@ -1,224 +1,339 @@
-"""Experiment configs: YAML on top of shared defaults, ``--set`` overrides, resolved paths.
+"""Experiment configs: YAML files on top of the schema's defaults, ``--set`` overrides, checked before anything runs.
 
-A config file may name a parent with ``inherit: other.yaml`` (relative to its own folder);
-the child's keys are merged into the parent's, section by section. All paths in a config are
-relative to the directory the command runs in (the repository root).
+A config file may name a parent with ``inherit: other.yaml`` (relative to its own folder); the
+child's keys are merged into the parent's, section by section, and both onto the defaults of
+``infra.schema``. Every file's keys and every ``--set`` key must be known to the schema, and the
+merged values are validated by it, so a misspelt key or a bad value stops the command with one
+message that names the file (or the override), the key and what is expected. All paths in a
+config are relative to the directory the command runs in (the repository root).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import difflib
 import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from .errors import ConfigError
+from .schema import (
+    SECTIONS,
+    TOP_LEVEL,
+    ClassifierSection,
+    RuleError,
+    Sections,
+    SegmenterSection,
+    build_sections,
+    defaults_tree,
+    help_of,
+    is_section,
+    known_keys,
+    nested_sections,
+    rule_of,
+    to_tree,
+)
+
 DEFAULT_CONFIG = "configs/default.yaml"
+INHERIT = "inherit"
 
 
-class ConfigError(ValueError):
-    """A config file, override or artifact does not fit: the message says what and what to do."""
+@dataclass(frozen=True)
+class Config(Sections):
+    """A validated, resolved config: the typed sections plus where it came from.
 
+    ``raw`` is the complete resolved tree in plain YAML types (what ``config.yaml`` beside an
+    artifact holds); ``name`` is the config file's stem (``demo``), ``source`` the file as given.
+    """
 
-def deep_merge(base: dict, override: dict) -> dict:
-    """Return ``base`` with ``override`` merged in recursively (neither input is modified)."""
-    merged = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
-def read_yaml_chain(path: Path, seen: tuple[Path, ...] = ()) -> dict:
-    """Read a config file and the files it inherits from, merged parent first."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist (configs live in configs/, e.g. configs/demo.yaml)")
-    if path.resolve() in seen:
-        raise ConfigError(f"config inheritance loops through {path}")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of sections, not {type(raw).__name__}")
-    parent = raw.pop("inherit", None)
-    if parent is None:
-        return raw
-    return deep_merge(read_yaml_chain(path.parent / parent, seen + (path.resolve(),)), raw)
-
-
-def apply_override(raw: dict, assignment: str) -> None:
-    """Apply one ``section.key=value`` override in place; the key must already exist."""
-    if "=" not in assignment:
-        raise ConfigError(f"--set expects section.key=value, got {assignment!r}")
-    dotted, text = assignment.split("=", 1)
-    keys = dotted.strip().split(".")
-    node = raw
-    for depth, key in enumerate(keys):
-        if not isinstance(node, dict) or key not in node:
-            where = ".".join(keys[:depth]) or "the top level"
-            known = ", ".join(sorted(node)) if isinstance(node, dict) else "none (not a section)"
-            raise ConfigError(f"unknown config key {dotted!r}: {where} has keys {known}")
-        if depth < len(keys) - 1:
-            node = node[key]
-    try:
-        node[keys[-1]] = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError:
-        node[keys[-1]] = text
-
-
-@dataclass
-class Config:
-    """A resolved config: the merged YAML plus the experiment name and paths derived from it."""
-
+    name: str
+    source: str
     raw: dict
-    name: str  # the config file's stem, e.g. "demo"
-    source: str  # the config file as given
-
-    def __getitem__(self, section: str) -> Any:
-        return self.raw[section]
-
-    def get(self, dotted: str, default: Any = None) -> Any:
-        node: Any = self.raw
-        for key in dotted.split("."):
-            if not isinstance(node, dict) or key not in node:
-                return default
-            node = node[key]
-        return node
 
     @property
-    def experiment(self) -> str:
-        return self.raw["experiment"]
+    def experiment_name(self) -> str:
+        """The experiment (never None once loaded)."""
+        return str(self.experiment)
 
-    @property
-    def data_dir(self) -> Path:
-        return Path(self.raw["data"]["dir"])
-
-    @property
-    def folds_file(self) -> Path:
-        return Path(self.raw["data"]["folds_file"])
-
-    @property
-    def models_dir(self) -> Path:
-        return Path(self.raw["paths"]["models"]) / self.experiment
-
-    @property
-    def reports_dir(self) -> Path:
-        return Path(self.raw["paths"]["reports"]) / self.experiment
-
-    @property
-    def submission_path(self) -> Path:
-        return Path(self.raw["paths"]["submissions"]) / self.experiment / "submission.csv"
-
-    @property
-    def thresholds_path(self) -> Path:
-        return self.models_dir / "thresholds.json"
-
-    def fold_dir(self, model: str, fold: int) -> Path:
-        """``models/<experiment>/<cls|seg>/fold<K>``."""
-        if model not in ("cls", "seg"):
-            raise ConfigError(f"model must be 'cls' or 'seg', got {model!r}")
-        return self.models_dir / model / f"fold{fold}"
+    def model(self, kind: str) -> ClassifierSection | SegmenterSection:
+        """The ``cls`` or ``seg`` section."""
+        if kind not in ("cls", "seg"):
+            raise ValueError(f"model must be 'cls' or 'seg', got {kind!r}")
+        return self.cls if kind == "cls" else self.seg
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.raw, sort_keys=False)
 
+    def value(self, dotted: str) -> Any:
+        """The resolved value of a dotted key, in plain YAML types."""
+        node: Any = self.raw
+        for part in dotted.split("."):
+            node = node[part]
+        return node
+
+
+# ----------------------------------------------------------------------------- reading files
+
+def suggestion(dotted: str) -> str:
+    """``"; did you mean seg.epochs?"`` for a near miss, else the keys of the section it is in."""
+    parts = dotted.split(".")
+    prefix = ".".join(parts[:-1])
+    if prefix and is_section(prefix):
+        cls = SECTIONS[parts[0]][0]
+        for part in parts[1:-1]:
+            cls = nested_sections(cls)[part]
+        siblings = [f"{prefix}.{f.name}" for f in dataclasses.fields(cls)]
+    else:
+        siblings = list(SECTIONS) + list(TOP_LEVEL)
+    close = difflib.get_close_matches(dotted, siblings, n=1, cutoff=0.6)
+    if close:
+        return f"; did you mean {close[0]}?"
+    where = f"{prefix} has" if prefix else "the known sections and keys are"
+    return f"; {where}: {', '.join(name.rsplit('.', 1)[-1] for name in siblings)}"
+
+
+def check_file_keys(tree: Mapping, origin: str, prefix: str = "") -> None:
+    """Refuse unknown sections or keys and sections given as scalars in one file's mapping."""
+    for name, value in tree.items():
+        dotted = f"{prefix}.{name}" if prefix else str(name)
+        if not prefix and name == INHERIT:
+            continue
+        if is_section(dotted):
+            if not isinstance(value, Mapping):
+                keys = [key.rsplit(".", 1)[-1] for key in known_keys(dotted) if key.count(".") == dotted.count(".") + 1]
+                listing = ", ".join(keys[:-1]) + (f" and {keys[-1]}" if len(keys) > 1 else keys[0])
+                raise ConfigError(f"{origin}{dotted}: must be a mapping with {listing}, got {value!r}")
+            check_file_keys(value, origin, dotted)
+        elif rule_of(dotted) is None:
+            kind = "section" if not prefix else "key"
+            raise ConfigError(f"{origin}{dotted}: unknown {kind}{suggestion(dotted)}")
+
+
+def read_yaml(path: Path) -> dict:
+    """One config file's mapping (``{}`` when empty); ConfigError when missing, not YAML or not a mapping."""
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist (configs live in configs/, e.g. configs/demo.yaml)")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+    except OSError as error:
+        raise ConfigError(f"cannot read the config file {path}: {error.strerror}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections, not {type(tree).__name__}")
+    return tree
+
+
+def read_chain(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict]]:
+    """A config file and the files it inherits from, parent first, each checked for unknown keys."""
+    if path.resolve() in seen:
+        raise ConfigError(f"config inheritance loops through {path}")
+    tree = read_yaml(path)
+    check_file_keys(tree, f"{path}: ")
+    parent = tree.pop(INHERIT, None)
+    if parent is None:
+        return [(path, tree)]
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: inherit: must be the file name of the parent config, got {parent!r}")
+    return read_chain(path.parent / parent, (*seen, path.resolve())) + [(path, tree)]
+
+
+# ----------------------------------------------------------------------------- merging with provenance
+
+def merge(base: dict, update: Mapping, origins: dict[str, str], origin: str, prefix: str = "") -> None:
+    """Merge ``update`` into ``base`` in place, recording ``origin`` for every key it sets."""
+    for name, value in update.items():
+        dotted = f"{prefix}.{name}" if prefix else name
+        if isinstance(value, Mapping) and isinstance(base.get(name), dict):
+            merge(base[name], value, origins, origin, dotted)
+        else:
+            base[name] = copy.deepcopy(value)
+            origins[dotted] = origin
+
+
+def parse_assignment(assignment: str) -> tuple[str, Any]:
+    """``"seg.epochs=3"`` -> ``("seg.epochs", 3)``: the value read as YAML, or as text for paths and names."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set expects section.key=value, got {assignment!r}")
+    dotted, text = (part.strip() for part in assignment.split("=", 1))
+    origin = f"--set {assignment}: "
+    if is_section(dotted):
+        example = known_keys(dotted)[0]
+        raise ConfigError(f"{origin}{dotted} is a section: set one of its keys, e.g. {example}=...")
+    rule = rule_of(dotted)
+    if rule is None:
+        raise ConfigError(f"{origin}{dotted}: unknown key{suggestion(dotted)}")
+    if rule.text and text.lower() not in ("null", "~"):
+        return dotted, text
+    try:
+        return dotted, yaml.safe_load(text) if text else None
+    except yaml.YAMLError:
+        return dotted, text
+
+
+def assign(tree: dict, dotted: str, value: Any) -> None:
+    """Set a dotted key of a tree in place."""
+    *parents, last = dotted.split(".")
+    node = tree
+    for part in parents:
+        node = node[part]
+    node[last] = value
+
+
+def experiment_slug(text: str) -> str:
+    """A folder-safe experiment name made from a data directory's name."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.") or "data"
+
 
 def load_config(
     path: str | os.PathLike = DEFAULT_CONFIG,
-    overrides: list[str] | tuple[str, ...] = (),
+    overrides: Sequence[str] = (),
     data: str | os.PathLike | None = None,
     experiment: str | None = None,
 ) -> Config:
-    """Load a config, apply ``--set`` overrides and ``--data``/``--experiment``, derive paths.
+    """Load, merge and validate a config with ``--set`` overrides and ``--data``/``--experiment``.
 
     Args:
         path: YAML file (relative to the working directory).
-        overrides: ``section.key=value`` strings; values are parsed as YAML.
+        overrides: ``section.key=value`` strings; values are read as YAML, except for path and
+            name keys, which take the text as it is (``data.dir=2019`` is the folder ``2019``).
         data: a data directory that replaces the config's; when it differs, the experiment
             becomes ``<config name>-<base name of data>`` and the folds file
-            ``folds/<experiment>_folds.csv`` so that runs on different data share nothing.
-        experiment: explicit experiment name (wins over the derived one).
+            ``<paths.folds>/<experiment>_folds.csv`` so that runs on different data share nothing.
+        experiment: explicit experiment name (wins over the derived one); the folds file stays
+            the config's unless ``data`` changed it.
 
     Returns:
-        The resolved :class:`Config`.
+        The validated :class:`Config`.
+
+    Raises:
+        ConfigError: an unknown key, a bad value or an unreadable file, in one message.
     """
-    raw = read_yaml_chain(Path(path))
-    for section in ("data", "paths"):
-        if not isinstance(raw.get(section), dict):
-            raise ConfigError(f"config {path} has no '{section}' section")
+    path = Path(path)
+    tree = defaults_tree()
+    origins: dict[str, str] = {}
+    for file, mapping in read_chain(path):
+        merge(tree, mapping, origins, f"{file}: ")
     for assignment in overrides:
-        apply_override(raw, assignment)
-    name = Path(path).stem
-    raw["experiment"] = raw.get("experiment") or name
-    derived_experiment = None
-    if data is not None and os.path.normpath(str(data)) != os.path.normpath(str(raw["data"]["dir"])):
-        derived_experiment = f"{name}-{Path(os.path.normpath(str(data))).name}"
-        raw["data"]["dir"] = os.path.normpath(str(data))
-    if experiment or derived_experiment:
-        raw["experiment"] = experiment or derived_experiment
-        if derived_experiment:
-            raw["data"]["folds_file"] = str(Path(raw["paths"].get("folds", "folds")) / f"{raw['experiment']}_folds.csv")
-    return Config(raw=raw, name=name, source=str(path))
+        dotted, value = parse_assignment(assignment)
+        assign(tree, dotted, value)
+        origins[dotted] = f"--set {assignment}: "
+    name = path.stem
+    if tree["experiment"] is None:
+        tree["experiment"] = name
+    derived = None
+    if data is not None and os.path.normpath(str(data)) != os.path.normpath(str(tree["data"]["dir"])):
+        derived = f"{name}-{experiment_slug(Path(os.path.normpath(str(data))).name)}"
+        tree["data"]["dir"] = os.path.normpath(str(data))
+        origins["data.dir"] = "--data: "
+    if experiment or derived:
+        tree["experiment"] = experiment or derived
+        origins["experiment"] = "--experiment: " if experiment else "--data: "
+        if derived:
+            tree["data"]["folds_file"] = str(Path(str(tree["paths"]["folds"])) / f"{tree['experiment']}_folds.csv")
+    return config_from_tree(tree, name, str(path), lambda dotted: origins.get(dotted, f"{path}: "))
 
 
-def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+def config_from_tree(tree: Mapping, name: str, source: str, where=None) -> Config:
+    """Validate a complete tree (defaults merged in) into a :class:`Config`.
+
+    Raises:
+        ConfigError: the first bad value.
+    """
+    where = where or (lambda dotted: f"{source}: ")
+    try:
+        sections = build_sections(tree, where)
+    except RuleError as error:
+        raise ConfigError(str(error)) from None
+    values = {f.name: getattr(sections, f.name) for f in dataclasses.fields(Sections)}
+    raw = to_tree(sections)
+    return Config(**values, name=name, source=source, raw=raw)
+
+
+def normalised_tree(saved: Mapping) -> dict:
+    """A saved config (``config.yaml`` beside an artifact) on top of today's defaults, unknown keys dropped.
+
+    Artifacts made before a key was added compare equal on it; a saved value that no longer
+    validates stays as it was (it then differs from any current config).
+    """
+    tree = defaults_tree()
+
+    def overlay(base: dict, update: Mapping, prefix: str) -> None:
+        for name, value in update.items():
+            dotted = f"{prefix}.{name}" if prefix else str(name)
+            if is_section(dotted) and isinstance(value, Mapping):
+                overlay(base[name], value, dotted)
+            elif rule_of(dotted) is not None:
+                try:
+                    base[name] = to_tree(rule_of(dotted)(value))
+                except RuleError:
+                    base[name] = value
+
+    overlay(tree, saved if isinstance(saved, Mapping) else {}, "")
+    return tree
+
+
+def saved_config(saved: Mapping, source: str) -> Config:
+    """A :class:`Config` from a saved resolved config (e.g. a fold's ``config.yaml``).
+
+    Raises:
+        ConfigError: the saved values do not validate.
+    """
+    experiment = saved.get("experiment") if isinstance(saved, Mapping) else None
+    return config_from_tree(normalised_tree(saved), str(experiment or "saved"), source)
+
+
+# ----------------------------------------------------------------------------- comparing
+
+def flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
     flat: dict[str, Any] = {}
     for key, value in tree.items():
         dotted = f"{prefix}{key}"
-        if isinstance(value, dict):
+        if isinstance(value, Mapping):
             flat.update(flatten(value, dotted + "."))
         else:
             flat[dotted] = value
     return flat
 
 
-def config_differences(saved: dict, current: dict, sections: list[str] | tuple[str, ...]) -> list[str]:
-    """Keys under ``sections`` whose values differ, as ``key: saved -> current`` lines."""
-    old = {k: v for k, v in flatten(saved).items() if k.split(".")[0] in sections}
-    new = {k: v for k, v in flatten(current).items() if k.split(".")[0] in sections}
+def select(tree: Mapping, keys: Iterable[str]) -> dict[str, Any]:
+    """The flattened values of ``tree`` under the dotted ``keys`` (sections or single keys)."""
+    keys = tuple(keys)
+    return {dotted: value for dotted, value in flatten(tree).items()
+            if any(dotted == key or dotted.startswith(key + ".") for key in keys)}
+
+
+def config_differences(saved: Mapping, current: Mapping, keys: Iterable[str]) -> list[str]:
+    """The keys under ``keys`` whose values differ, as ``key: saved -> current`` lines (saved normalised first)."""
+    keys = tuple(keys)
+    old = select(normalised_tree(saved), keys)
+    new = select(normalised_tree(current), keys)
     return [f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(old.keys() | new.keys())
             if old.get(key) != new.get(key)]
 
 
-def save_config(config: Config, directory: str | os.PathLike) -> Path:
-    """Write the resolved config as ``<directory>/config.yaml`` (atomically) and return its path."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    target = directory / "config.yaml"
-    temporary = target.with_suffix(".yaml.tmp")
-    temporary.write_text(config.to_yaml())
-    os.replace(temporary, target)
-    return target
+def commented_yaml(config: Config) -> str:
+    """The resolved config as YAML with each section's and key's meaning as a comment (``severstal config``)."""
+    lines = [f"# resolved from {config.source} (every key: its value here, its meaning after #)"]
 
+    def emit(tree: Mapping, prefix: str, indent: str) -> None:
+        for name, value in tree.items():
+            dotted = f"{prefix}.{name}" if prefix else name
+            meaning = help_of(dotted)
+            if isinstance(value, Mapping):
+                lines.append(f"{indent}{name}:{'':<1} # {meaning}")
+                emit(value, dotted, indent + "  ")
+            else:
+                text = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
+                text = text.removesuffix("\n...").removesuffix("...").strip()
+                lines.append(f"{indent}{name}: {text}  # {meaning}")
 
-def check_saved_config(
-    directory: str | os.PathLike, config: Config, sections: list[str] | tuple[str, ...], what: str
-) -> bool:
-    """Compare an artifact's saved config with ``config`` on the sections that made it.
-
-    Returns:
-        True when a saved config exists and matches; False when there is none.
-
-    Raises:
-        ConfigError: when it exists and differs, listing the differences.
-    """
-    saved_path = Path(directory) / "config.yaml"
-    if not saved_path.is_file():
-        return False
-    saved = yaml.safe_load(saved_path.read_text()) or {}
-    differences = config_differences(saved, config.raw, sections)
-    if differences:
-        listing = "\n  ".join(differences[:20])
-        raise ConfigError(
-            f"{what} in {directory} was made with a different config:\n  {listing}\n"
-            "Re-run with --force to rebuild it with the current config, or use another experiment name "
-            "(--experiment NAME) to keep both."
-        )
-    return True
+    emit(config.raw, "", "")
+    return "\n".join(lines) + "\n"

@@ -1,64 +1,194 @@
-"""Drawing helpers shared by ``eda`` and ``show``: class masks over a steel image, a class legend.
+"""Every PNG figure of the workflow, and the one way they are saved.
 
-Each class has one colour everywhere (``constants.CLASS_COLOURS_BGR`` / ``CLASS_COLOURS_RGB``).
+Builders take data and return a matplotlib ``Figure`` (no pyplot state, no display); :func:`save_figure`
+renders it with the Agg backend and writes it atomically. Each class has one colour everywhere
+(``core.constants.CLASS_COLOURS_RGB``).
 """
 
 from __future__ import annotations
 
-import cv2
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from ..core.constants import CLASS_COLOURS_BGR, CLASS_COLOURS_RGB, CLASS_IDS
+from ..core.constants import CLASS_COLOURS_RGB, CLASS_IDS
+from .files import atomic_path
+
+NEUTRAL = "0.55"  # grey for bars that are not one class
 
 
-def overlay_masks(image: np.ndarray, masks: np.ndarray, alpha: float = 0.35, outline: int = 2,
-                  channel_order: str = "rgb") -> np.ndarray:
-    """Draw class masks on an image: a translucent fill and a solid outline in each class's colour.
+def save_figure(figure: Figure, path: str | os.PathLike, dpi: int = 100) -> Path:
+    """Render ``figure`` with Agg and write it as a PNG atomically; returns ``path``."""
+    path = Path(path)
+    FigureCanvasAgg(figure)  # whatever the session's default backend is
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=dpi)
+    return path
+
+
+def legend_handles(class_ids: Sequence[int] = CLASS_IDS) -> list[Patch]:
+    """Legend entries ``class N`` in each class's colour."""
+    return [Patch(facecolor=CLASS_COLOURS_RGB[class_id - 1], label=f"class {class_id}") for class_id in class_ids]
+
+
+# ----------------------------------------------------------------------------- training
+
+def training_curves(history: pd.DataFrame, metric: str) -> Figure:
+    """``curves.png``: loss and ``metric`` per epoch, training and validation, best epochs starred."""
+    figure = Figure(figsize=(10, 3.8), layout="tight")
+    for axis, name in zip(figure.subplots(1, 2), ("loss", metric), strict=True):
+        for key, style in ((name, "-o"), (f"val_{name}", "-s")):
+            if key in history:
+                axis.plot(history["epoch"], history[key], style, label=key, markersize=4)
+        if "best" in history and f"val_{name}" in history:
+            best = history[history["best"] == 1]
+            axis.plot(best["epoch"], best[f"val_{name}"], "k*", markersize=9, label="best epoch so far")
+        axis.set_xlabel("epoch")
+        axis.set_title(name)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    return figure
+
+
+def confusion_matrices(summary: dict, groups: Sequence[str], title: str) -> Figure:
+    """``confusion.png``: one 2 x 2 confusion matrix per group (class, "any defect") of a classification summary."""
+    figure = Figure(figsize=(3.2 * len(groups), 3.4), layout="tight")
+    for axis, group in zip(np.atleast_1d(figure.subplots(1, len(groups))), groups, strict=True):
+        counts = summary[group]
+        matrix = np.array([[counts["true_negative"], counts["false_positive"]],
+                           [counts["false_negative"], counts["true_positive"]]])
+        axis.imshow(matrix, cmap="Blues")
+        for (row, column), value in np.ndenumerate(matrix):
+            axis.text(column, row, str(value), ha="center", va="center",
+                      color="white" if value > matrix.max() / 2 else "black")
+        axis.set_xticks([0, 1], ["no", "yes"])
+        axis.set_yticks([0, 1], ["no", "yes"])
+        axis.set_xlabel("predicted")
+        axis.set_ylabel("true")
+        f1 = counts["f1"]
+        axis.set_title(f"{group}\nF1 {'n/a' if f1 is None or np.isnan(f1) else f'{f1:.2f}'}")
+    figure.suptitle(title)
+    return figure
+
+
+def threshold_heatmap(table: np.ndarray, pixel_thresholds: Sequence[float], min_areas: Sequence[int],
+                      chosen: tuple[float, int], title: str) -> Figure:
+    """A class's mean Dice over (pixel threshold x minimum area), the chosen setting starred.
 
     Args:
-        image: ``(H, W)`` grey or ``(H, W, 3)`` uint8 image (in ``channel_order``).
-        masks: ``(H, W, 4)`` class masks, channel = class id - 1; non-zero = defect.
-        alpha: opacity of the fill, 0 (outline only) to 1 (solid).
-        outline: outline width in pixels along the inside of each mask's border; 0 for none.
-        channel_order: ``"rgb"`` (matplotlib) or ``"bgr"`` (OpenCV), for both input and output.
-
-    Returns:
-        ``(H, W, 3)`` uint8 image in ``channel_order``; classes are drawn in order 1..4.
-
-    Raises:
-        ValueError: for mismatched shapes or bad options.
+        table: (P, A) class mean Dice, each cell the best over the other axes.
+        pixel_thresholds: (P,) the rows.
+        min_areas: (A,) the columns.
+        chosen: ``(pixel threshold, minimum area)`` of the tuned setting.
+        title: the figure's title.
     """
-    if channel_order not in ("rgb", "bgr"):
-        raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
-    if outline < 0:
-        raise ValueError(f"outline must be a non-negative number of pixels, got {outline}")
-    image = np.asarray(image)
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=2)  # (H, W, 3)
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"image must be (H, W) or (H, W, 3), got shape {image.shape}")
-    masks = np.asarray(masks)
-    if masks.shape != (*image.shape[:2], len(CLASS_IDS)):
-        raise ValueError(f"masks must be {(*image.shape[:2], len(CLASS_IDS))} for this image, got {masks.shape}")
-    colours = np.array(CLASS_COLOURS_BGR, dtype=np.float32)  # (4, 3)
-    if channel_order == "rgb":
-        colours = colours[:, ::-1]
-    result = image.astype(np.float32)
-    kernel = np.ones((3, 3), dtype=np.uint8)
-    for channel, colour in enumerate(colours):
-        mask = masks[..., channel] != 0  # (H, W)
-        if not mask.any():
-            continue
-        result[mask] = (1.0 - alpha) * result[mask] + alpha * colour
-        if outline:
-            inner = cv2.erode(mask.astype(np.uint8), kernel, iterations=outline, borderValue=1).astype(bool)
-            result[mask & ~inner] = colour
-    return np.clip(np.rint(result), 0, 255).astype(np.uint8)
+    figure = Figure(figsize=(12, 4.5), layout="tight")
+    axes = figure.subplots()
+    image = axes.imshow(table, aspect="auto", origin="lower", cmap="viridis")
+    axes.set_xticks(range(len(min_areas)), [str(area) for area in min_areas], rotation=90)
+    axes.set_yticks(range(len(pixel_thresholds)), [f"{value:.2f}" for value in pixel_thresholds])
+    axes.set_xlabel("minimum area (pixels)")
+    axes.set_ylabel("pixel threshold")
+    axes.plot(list(min_areas).index(chosen[1]), list(pixel_thresholds).index(chosen[0]),
+              marker="*", markersize=16, color="red", markeredgecolor="white")
+    axes.set_title(title)
+    figure.colorbar(image, ax=axes, label="class mean Dice")
+    return figure
 
 
-def legend_handles(class_ids=CLASS_IDS) -> list[Patch]:
-    """Matplotlib legend entries ``class N`` in each class's colour."""
-    return [Patch(facecolor=CLASS_COLOURS_RGB[class_id - 1], label=f"class {class_id}") for class_id in class_ids]
+# ----------------------------------------------------------------------------- predictions
+
+def prediction_figure(panels: Sequence[tuple[str, np.ndarray]], title: str, class_ids: Sequence[int] = CLASS_IDS
+                      ) -> Figure:
+    """Image panels stacked (prediction, truth), each with a caption, a title and a class legend.
+
+    Args:
+        panels: ``(caption, (H, W, 3) RGB uint8)`` per panel.
+        title: the figure's title (image id and score).
+        class_ids: classes in the legend.
+    """
+    height, width = panels[0][1].shape[:2]
+    figure_width = 16.0
+    panel_height = figure_width * height / width
+    figure = Figure(figsize=(figure_width, len(panels) * (panel_height + 0.45) + 0.6))
+    axes = figure.subplots(len(panels), 1, squeeze=False)
+    for axis, (caption, picture) in zip(axes[:, 0], panels, strict=True):
+        axis.imshow(picture, interpolation="nearest")
+        axis.set_title(caption, fontsize=10, loc="left")
+        axis.set_axis_off()
+    figure.suptitle(title, fontsize=11, x=0.01, ha="left")
+    figure.legend(handles=legend_handles(class_ids), loc="upper right", ncol=len(class_ids), fontsize=9,
+                  frameon=False)
+    figure.tight_layout(rect=(0, 0, 1, 0.97))
+    return figure
+
+
+# ----------------------------------------------------------------------------- data exploration
+
+def bar_figure(labels: list[str], values: list[int], colours, title: str, xlabel: str, width: float = 6.0) -> Figure:
+    """A bar chart with each bar's count and share written above it."""
+    figure = Figure(figsize=(width, 4.0), layout="constrained")
+    axes = figure.subplots()
+    bars = axes.bar(labels, values, color=colours, edgecolor="black", linewidth=0.5)
+    total = max(sum(values), 1)
+    axes.bar_label(bars, labels=[f"{v:,}\n{100 * v / total:.1f}%" for v in values], fontsize=8)
+    axes.set_title(title)
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel("images")
+    axes.yaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.margins(y=0.2)
+    return figure
+
+
+def mask_area_histograms(areas: dict[int, np.ndarray], num_pixels: int) -> Figure:
+    """Log-scale histograms of mask area, one panel per class."""
+    class_ids = sorted(areas)
+    rows = int(np.ceil(len(class_ids) / 2))
+    figure = Figure(figsize=(10.0, 3.25 * rows), layout="constrained")
+    bins = np.logspace(0, np.log10(num_pixels), 41)
+    for axes, class_id in zip(np.atleast_1d(figure.subplots(rows, 2)).ravel(), class_ids, strict=False):
+        values = areas[class_id]
+        axes.hist(values, bins=bins, color=CLASS_COLOURS_RGB[class_id - 1], edgecolor="black", linewidth=0.3)
+        axes.set_xscale("log")
+        axes.set_xlim(1, num_pixels)
+        axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))
+        if len(values):
+            median = float(np.median(values))
+            axes.axvline(median, color="black", linestyle="--", linewidth=1)
+            axes.set_title(f"class {class_id}: {len(values):,} masks, median {median:,.0f} px")
+        else:
+            axes.set_title(f"class {class_id}: no masks")
+        axes.set_xlabel("mask area (pixels, log scale)")
+        axes.set_ylabel("masks")
+        axes.yaxis.set_major_locator(MaxNLocator(integer=True))
+    figure.suptitle(f"Mask area per class (image = {num_pixels:,} pixels)")
+    return figure
+
+
+def example_figure(class_id: int, examples: list[tuple[str, np.ndarray, tuple[int, ...]]],
+                   class_ids: Sequence[int] = CLASS_IDS) -> Figure:
+    """Example images of one class with every class's masks drawn on them.
+
+    Args:
+        class_id: the class the examples were chosen for.
+        examples: ``(image id, overlaid RGB image (H, W, 3), classes present)`` per example.
+        class_ids: classes in the legend.
+    """
+    height, width = examples[0][1].shape[:2]
+    panel_height = 14.0 * height / width
+    figure = Figure(figsize=(14.0, (panel_height + 0.45) * len(examples) + 0.5), layout="constrained")
+    for axes, (image_id, overlaid, present) in zip(np.atleast_1d(figure.subplots(len(examples), 1)), examples,
+                                                   strict=True):
+        axes.imshow(overlaid, interpolation="nearest")
+        axes.set_title(f"{image_id}: classes {', '.join(map(str, present))}", fontsize=9, loc="left")
+        axes.set_axis_off()
+    figure.suptitle(f"Class {class_id} examples (fill and outline: true masks)")
+    figure.legend(handles=legend_handles(class_ids), loc="outside lower center", ncols=len(class_ids), fontsize=9)
+    return figure

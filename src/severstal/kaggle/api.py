@@ -3,7 +3,7 @@
 The ``kaggle`` package authenticates when imported, prints a long help text without credentials
 and may call ``exit``; it is therefore imported only by :func:`load_client`, after
 :func:`credential_sources` found credentials, with its standard output swallowed. Errors it
-raises (HTTP 401/403/404, network failures) become :class:`~severstal.cli.UserError` with one
+raises (HTTP 401/403/404, network failures) become :class:`~severstal.infra.errors.UserError` with one
 paragraph saying what to do. Credentials are never printed: only where they were found.
 """
 
@@ -18,8 +18,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..cli import UserError
 from ..core.constants import COMPETITION
+from ..infra.errors import UserError
 
 RULES_URL = f"https://www.kaggle.com/c/{COMPETITION}/rules"
 TOKEN_HELP = (

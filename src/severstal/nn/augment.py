@@ -10,31 +10,7 @@ from __future__ import annotations
 import albumentations as A
 import numpy as np
 
-
-def check_crop(crop, size: tuple[int, int], multiple: int = 1) -> tuple[int, int] | None:
-    """Validate a training crop against the (scaled) image size.
-
-    Args:
-        crop: ``[height, width]`` or None (whole image).
-        size: ``(height, width)`` of the images the crop is taken from.
-        multiple: both crop sides must be multiples of this (32 for a U-Net).
-
-    Returns:
-        ``(height, width)`` or None.
-
-    Raises:
-        ValueError: a malformed crop, one larger than the image, or not a multiple of ``multiple``.
-    """
-    if crop is None:
-        return None
-    if not isinstance(crop, list | tuple) or len(crop) != 2 or not all(isinstance(v, int) and v > 0 for v in crop):
-        raise ValueError(f"crop must be [height, width] with positive integers, or null; got {crop!r}")
-    height, width = crop
-    if height > size[0] or width > size[1]:
-        raise ValueError(f"crop {height} x {width} is larger than the scaled image {size[0]} x {size[1]}")
-    if height % multiple or width % multiple:
-        raise ValueError(f"crop {height} x {width}: both sides must be multiples of {multiple}")
-    return height, width
+from ..infra.schema import AugmentSection
 
 
 def label_map(masks: np.ndarray) -> np.ndarray:
@@ -78,27 +54,23 @@ class Augmenter:
     faster); the other steps are albumentations transforms applied to the crop.
 
     Args:
-        augment: the config's ``augment`` mapping (``hflip``, ``vflip``, ``brightness_contrast``,
+        augment: the model section's ``augment`` (``hflip``, ``vflip``, ``brightness_contrast``,
             ``mask_dropout``: probabilities).
         crop: ``(height, width)`` or None for the whole image.
         crop_non_empty: probability of a defect-centred crop when the image has a defect.
         seed: seed of this instance's random generators (None: random).
     """
 
-    def __init__(self, augment: dict, crop: tuple[int, int] | None, crop_non_empty: float = 0.0,
+    def __init__(self, augment: AugmentSection, crop: tuple[int, int] | None, crop_non_empty: float = 0.0,
                  seed: int | None = None):
-        unknown = set(augment) - {"hflip", "vflip", "brightness_contrast", "mask_dropout"}
-        if unknown:
-            raise ValueError(f"unknown augment keys {sorted(unknown)}: "
-                             "expected hflip, vflip, brightness_contrast, mask_dropout")
         self.crop, self.crop_non_empty = crop, float(crop_non_empty)
         self.rng = np.random.default_rng(seed)
         self.geometry = A.Compose([
-            A.HorizontalFlip(p=augment.get("hflip", 0.0)),
-            A.VerticalFlip(p=augment.get("vflip", 0.0)),
-            A.RandomBrightnessContrast(0.2, 0.2, p=augment.get("brightness_contrast", 0.0)),
+            A.HorizontalFlip(p=augment.hflip),
+            A.VerticalFlip(p=augment.vflip),
+            A.RandomBrightnessContrast(0.2, 0.2, p=augment.brightness_contrast),
         ], seed=seed)
-        dropout = augment.get("mask_dropout", 0.0)
+        dropout = augment.mask_dropout
         # MaskDropout labels components of a one-channel mask only, so it sees the class-id map.
         self.dropout = A.Compose([A.MaskDropout(max_objects=1, p=dropout)], seed=seed) if dropout > 0 else None
 

@@ -25,35 +25,29 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..core.constants import BEST_WEIGHTS
+from ..infra.artifacts import BACKUP_DIR, BEST_WEIGHTS, HISTORY, LAST_WEIGHTS
+from ..infra.files import atomic_path
 from .tfsetup import keras, tf
 
-HISTORY = "history.csv"
-LAST_WEIGHTS = "last.weights.h5"
-BACKUP_DIR = "backup"
 PENDING_PATTERN = re.compile(r"pending-best-epoch(\d+)\.weights\.h5$")
 PAUSE_VARIABLE = "SEVERSTAL_TEST_PAUSE"
 
 
 def save_weights_atomically(model: keras.Model, path: str | os.PathLike) -> Path:
-    """Save the model's weights (not its optimizer's) as ``.weights.h5``: a temporary file, then a rename.
+    """Save the model's weights (not its optimizer's) as ``.weights.h5``, atomically.
 
     A compiled model's ``save_weights`` to ``*.weights.h5`` would also store the optimizer state
     (three times the size), so the weights are saved through an uncompiled model sharing its layers.
     """
-    path = Path(path)
-    temporary = path.with_name(f".tmp-{os.getpid()}-{path.name}")  # keeps the .weights.h5 suffix
-    keras.Model(model.inputs, model.outputs, name=model.name).save_weights(str(temporary))
-    os.replace(temporary, path)
-    return path
+    with atomic_path(path) as temporary:  # keeps the .weights.h5 suffix Keras needs
+        keras.Model(model.inputs, model.outputs, name=model.name).save_weights(str(temporary))
+    return Path(path)
 
 
 def write_csv_atomically(frame: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Write ``frame`` to a temporary file, then rename it over ``path``."""
-    path = Path(path)
-    temporary = path.with_name(f".tmp-{path.name}")
-    frame.to_csv(temporary, index=False)
-    os.replace(temporary, path)
+    """Write ``frame`` as CSV, atomically."""
+    with atomic_path(path) as temporary:
+        frame.to_csv(temporary, index=False)
 
 
 def read_history(fold_dir: str | os.PathLike) -> pd.DataFrame:
@@ -146,9 +140,10 @@ def epoch_summary(row: dict, epochs: int, monitor: str, improved: bool) -> str:
     for key in ("val_loss", "val_dice", "val_f1", "val_auc"):
         if key in row:
             parts.append(f"{key} {_format(row[key])}")
-    per_class = [row[f"val_pos_dice_{c}"] for c in range(1, 5) if f"val_pos_dice_{c}" in row]
+    classes = sorted(int(key.removeprefix("val_pos_dice_")) for key in row if key.startswith("val_pos_dice_"))
+    per_class = [row[f"val_pos_dice_{c}"] for c in classes]
     if per_class:
-        parts.append("val Dice on images with class 1-4: " + " ".join(f"{v:.3f}" for v in per_class))
+        parts.append(f"val Dice on images with class 1-{len(per_class)}: " + " ".join(f"{v:.3f}" for v in per_class))
     parts.append(f"lr {row['lr']:.2e}")
     parts.append(f"{row['seconds']:.0f}s")
     if improved:
@@ -250,29 +245,3 @@ class PauseForTests(keras.callbacks.Callback):
             self.flag.touch()
             print(f"{PAUSE_VARIABLE}: paused at epoch {self.epoch} batch {batch}", file=sys.stderr, flush=True)
             time.sleep(3600)
-
-
-def plot_curves(history: pd.DataFrame, metric: str, path: str | os.PathLike) -> None:
-    """``curves.png``: loss and ``metric`` per epoch, training and validation."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for axis, name in zip(axes, ("loss", metric), strict=True):
-        for key, style in ((name, "-o"), (f"val_{name}", "-s")):
-            if key in history:
-                axis.plot(history["epoch"], history[key], style, label=key, markersize=4)
-        if "best" in history and f"val_{name}" in history:
-            best = history[history["best"] == 1]
-            axis.plot(best["epoch"], best[f"val_{name}"], "k*", markersize=9, label="best epoch so far")
-        axis.set_xlabel("epoch")
-        axis.set_title(name)
-        axis.grid(alpha=0.3)
-        axis.legend()
-    figure.tight_layout()
-    temporary = Path(path).with_name(f".tmp-{Path(path).name}")
-    figure.savefig(temporary, dpi=100, format="png")
-    plt.close(figure)
-    os.replace(temporary, path)

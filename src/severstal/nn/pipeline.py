@@ -16,9 +16,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..core.constants import CLASS_IDS, NUM_CLASSES
+from ..core.constants import CLASS_IDS
 from ..core.rle import decode
-from .augment import Augmenter, check_crop
+from ..infra.schema import AugmentSection, ClassifierSection, SegmenterSection
+from .augment import Augmenter
 from .tfsetup import tf
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -30,30 +31,33 @@ class Samples:
 
     image_ids: tuple[str, ...]
     paths: tuple[str, ...]
-    rles: tuple[tuple[str, ...], ...]  # one tuple of 4 strings per image
+    rles: tuple[tuple[str, ...], ...]  # one string per class per image
+    num_classes: int = len(CLASS_IDS)
 
     def __len__(self) -> int:
         return len(self.image_ids)
 
     def presence(self) -> np.ndarray:
-        """``(images, 4)`` float32: 1 where the class mask is not empty."""
-        return np.array([[rle != "" for rle in row] for row in self.rles], dtype=np.float32).reshape(-1, NUM_CLASSES)
+        """``(images, classes)`` float32: 1 where the class mask is not empty."""
+        return np.array([[rle != "" for rle in row] for row in self.rles], dtype=np.float32).reshape(
+            -1, self.num_classes)
 
     def subset(self, keep) -> Samples:
         """The samples where the boolean array ``keep`` is true."""
         keep = np.asarray(keep, dtype=bool)
         pick = [i for i in range(len(self)) if keep[i]]
         return Samples(tuple(self.image_ids[i] for i in pick), tuple(self.paths[i] for i in pick),
-                       tuple(self.rles[i] for i in pick))
+                       tuple(self.rles[i] for i in pick), self.num_classes)
 
 
-def make_samples(image_ids, image_dir, lookup: dict[str, dict[int, str]]) -> Samples:
+def make_samples(image_ids, image_dir, lookup: dict[str, dict[int, str]], class_ids=CLASS_IDS) -> Samples:
     """Samples for ``image_ids`` in ``image_dir``, masks from ``labels.rle_lookup`` output."""
     image_ids = tuple(image_ids)
     return Samples(
         image_ids=image_ids,
         paths=tuple(str(Path(image_dir) / image_id) for image_id in image_ids),
-        rles=tuple(tuple(lookup.get(image_id, {}).get(c, "") for c in CLASS_IDS) for image_id in image_ids),
+        rles=tuple(tuple(lookup.get(image_id, {}).get(c, "") for c in class_ids) for image_id in image_ids),
+        num_classes=len(class_ids),
     )
 
 
@@ -105,14 +109,14 @@ def read_image(path, spec: InputSpec):
 
 
 def decode_masks(rles, original_shape, size) -> np.ndarray:
-    """Masks ``(h, w, 4)`` uint8 at ``size`` from 4 RLE strings of an image of ``original_shape``.
+    """Masks ``(h, w, classes)`` uint8 at ``size`` from one RLE string per class of an image of ``original_shape``.
 
     A pixel of the scaled mask is set when at least half of the area it covers is set (an area
     resize of 0/255 values: exact, and three times faster than in floating point).
     """
     size = (int(size[0]), int(size[1]))
     original_shape = (int(original_shape[0]), int(original_shape[1]))
-    masks = np.zeros((*size, NUM_CLASSES), np.uint8)  # (h, w, 4)
+    masks = np.zeros((*size, len(rles)), np.uint8)  # (h, w, classes)
     for channel, rle in enumerate(rles):
         rle = rle.decode() if isinstance(rle, bytes) else str(rle)
         if not rle:
@@ -127,7 +131,7 @@ def decode_masks(rles, original_shape, size) -> np.ndarray:
 class _ThreadAugmenters:
     """One :class:`Augmenter` per worker thread, seeded ``seed, seed + 1, ...`` in order of first use."""
 
-    def __init__(self, augment: dict, crop, crop_non_empty: float, seed: int):
+    def __init__(self, augment: AugmentSection, crop, crop_non_empty: float, seed: int):
         self.arguments = (augment, crop, crop_non_empty)
         self.seeds = count(seed)
         self.local = threading.local()
@@ -151,7 +155,7 @@ def _streaming_options():
 
 
 def _sample_dataset(samples: Samples):
-    rles = np.array(samples.rles, dtype=object).reshape(-1, NUM_CLASSES).astype(str)
+    rles = np.array(samples.rles, dtype=object).reshape(-1, samples.num_classes).astype(str)
     return tf.data.Dataset.from_tensor_slices((list(samples.paths), rles))
 
 
@@ -178,17 +182,18 @@ def sampling_groups(samples: Samples, sampling) -> list[Samples]:
     elif sampling == "defect":
         groups = [~clean, clean]
     else:
-        groups = [presence[:, c] for c in range(NUM_CLASSES)] + [clean]
+        groups = [presence[:, c] for c in range(samples.num_classes)] + [clean]
     return [samples.subset(group) for group in groups if group.any()]
 
 
-def training_dataset(samples: Samples, kind: str, section: dict, spec: InputSpec, seed: int, batch_size: int):
+def training_dataset(samples: Samples, kind: str, section: ClassifierSection | SegmenterSection, spec: InputSpec,
+                     seed: int, batch_size: int):
     """An endless, shuffled, augmented stream of training batches.
 
     Args:
         samples: the training images.
         kind: ``seg`` (targets: masks ``(batch, ch, cw, 4)`` uint8) or ``cls`` (targets: presence
-            ``(batch, 4)``, or ``(batch, 1)`` for ``section['head'] == 'binary'``, float32).
+            ``(batch, classes)``, or ``(batch, 1)`` for a binary head, float32).
         section: the model's config section (``crop``, ``crop_non_empty``, ``augment``, ``head``,
             ``balanced_sampling``: see :func:`sampling_groups`).
         spec: image sizes.
@@ -200,11 +205,11 @@ def training_dataset(samples: Samples, kind: str, section: dict, spec: InputSpec
     """
     if len(samples) < batch_size:
         raise ValueError(f"{len(samples)} training images are fewer than the batch size {batch_size}")
-    crop = check_crop(section.get("crop"), spec.size, 32 if kind == "seg" else 1)
+    crop = section.crop  # checked against the scaled size with the config
     out_size = crop or spec.size
-    binary = kind == "cls" and section.get("head", "multilabel") == "binary"
-    augmenters = _ThreadAugmenters(dict(section.get("augment") or {}), crop,
-                                   float(section.get("crop_non_empty", 0.0)), seed)
+    binary = kind == "cls" and section.head == "binary"
+    classes = samples.num_classes
+    augmenters = _ThreadAugmenters(section.augment, crop, section.crop_non_empty, seed)
 
     def augment(image, rles, original):  # NumPy, in a worker thread
         masks = decode_masks(rles, original, spec.size)
@@ -219,13 +224,13 @@ def training_dataset(samples: Samples, kind: str, section: dict, spec: InputSpec
         target_type = tf.uint8 if kind == "seg" else tf.float32
         image, target = tf.numpy_function(augment, [image, rles, original], [tf.uint8, target_type], stateful=True)
         image = tf.ensure_shape(image, (*out_size, 3))
-        target = tf.ensure_shape(target, (*out_size, NUM_CLASSES) if kind == "seg" else (1 if binary else NUM_CLASSES,))
+        target = tf.ensure_shape(target, (*out_size, classes) if kind == "seg" else (1 if binary else classes,))
         return image, target
 
     def endless(part: Samples, part_seed: int):
         return _sample_dataset(part).shuffle(len(part), seed=part_seed, reshuffle_each_iteration=True).repeat()
 
-    groups = sampling_groups(samples, section.get("balanced_sampling", False))
+    groups = sampling_groups(samples, section.balanced_sampling)
     if len(groups) == 1:
         dataset = endless(groups[0], seed)
     else:
@@ -237,20 +242,21 @@ def training_dataset(samples: Samples, kind: str, section: dict, spec: InputSpec
     return dataset.with_options(_streaming_options()), len(samples) // batch_size
 
 
-def validation_dataset(samples: Samples, kind: str, section: dict, spec: InputSpec, batch_size: int):
+def validation_dataset(samples: Samples, kind: str, section: ClassifierSection | SegmenterSection, spec: InputSpec,
+                       batch_size: int):
     """Whole images (no augmentation) with their targets, once, in order.
 
     Targets are masks ``(batch, h, w, 4)`` uint8 at ``spec.size`` for ``seg``, presence ``(batch, 4)``
     (or ``(batch, 1)`` for a binary head) float32 for ``cls``.
     """
-    binary = kind == "cls" and section.get("head", "multilabel") == "binary"
+    binary = kind == "cls" and section.head == "binary"
 
     def load(path, rles):
         image, original = read_image(path, spec)
         if kind == "seg":
             masks = tf.numpy_function(lambda r, o: decode_masks(r, o, spec.size), [rles, original], tf.uint8,
                                       stateful=False)
-            return image, tf.ensure_shape(masks, (*spec.size, NUM_CLASSES))
+            return image, tf.ensure_shape(masks, (*spec.size, samples.num_classes))
         presence = tf.cast(tf.strings.length(rles) > 0, tf.float32)  # (4,)
         return image, tf.reduce_max(presence, keepdims=True) if binary else presence
 

@@ -1,480 +1,42 @@
-"""Make an offline Kaggle-notebook bundle: fold weights, thresholds, config, wheels, metadata and inference.py.
+"""Make the offline Kaggle-notebook bundle (``kaggle.bundle``): fold weights, thresholds, config, wheels,
+metadata and the notebook's ``inference.py``, in a folder ``kaggle datasets create`` uploads.
 
-Severstal is a notebooks-only competition (internet off, one hour, one GPU). The bundle is a folder of
-plain files (default ``dist/kaggle/``) that ``kaggle datasets create -p DIR --dir-mode zip`` uploads:
-
-    dataset-metadata.json     id <username>/severstal-<experiment>-bundle (the upload reads it, never uploads it)
-    README.md                 what is inside, how to upload it and run it in a notebook
-    inference.py              the notebook script (the source of severstal.kaggle_notebook)
-    severstal-bundle.json     manifest: experiment, folds, flips, wheels and their install policy, fingerprint
-    config.yaml               the resolved config; its inference section holds the bundle's folds, flips, batch
-    models/<experiment>/thresholds.json
-    models/<experiment>/<seg|cls>/fold<K>/best.weights.h5, config.yaml, training.json
-    wheels/*.whl              the project and the packages a Kaggle image lacks (pure-Python, pinned)
-
-The classifier folds are included only when the tuned thresholds gate on the classifier (otherwise
-``predict`` never loads them). The folder is built beside the output and renamed into place, so a
-failed run leaves the previous bundle as it was; an up-to-date bundle is not made twice (--force).
-No TensorFlow is imported: weights are copied as files.
+The bundle is built beside its folder and renamed into place, so a failed run leaves the previous
+one as it was. A bundle made from the same settings, models, source and wheels is kept; changed
+inputs make it again, naming them; other flips or batch size stop unless ``--force``. No
+TensorFlow is imported: weights are copied as files.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
-import hashlib
-import importlib.metadata
-import json
-import os
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
-import yaml
-
-from .. import __version__
-from ..cli import UserError, add_config_arguments, config_from_args, run_main
-from ..core.constants import BEST_WEIGHTS, FINISHED
-from ..core.ensemble import FLIPS, parse_choice_list, select_folds
-from ..infra.config import Config
-from ..kaggle import notebook as kaggle_notebook
-from ..kaggle.api import kaggle_config_dir
-from ..kaggle.notebook import FORMAT_VERSION, MANIFEST
-
-DEFAULT_OUT = "dist/kaggle"
-FOLD_FILES = (BEST_WEIGHTS, "config.yaml", FINISHED)  # what predict reads from a fold folder
-USERNAME_PLACEHOLDER = "YOUR-KAGGLE-USERNAME"
-LICENSE = "CC0-1.0"
-SLUG_LIMIT = 50  # Kaggle's longest dataset slug and title
-
-
-@dataclass(frozen=True)
-class Dependency:
-    """A package the inference path imports that a Kaggle notebook image may lack."""
-
-    name: str  # distribution name on PyPI
-    module: str  # top-level module it provides
-    install: str  # "always": the bundle's copy is used; "if-missing": only when the notebook lacks the module
-
-
-# segmentation-models and the packages it imports; pure Python, version-independent of TensorFlow.
-# tf-keras must match TensorFlow's minor version, so the notebook's own copy wins when it has one.
-DEPENDENCIES = (
-    Dependency("segmentation-models", "segmentation_models", "always"),
-    Dependency("image-classifiers", "classification_models", "always"),
-    Dependency("efficientnet", "efficientnet", "always"),
-    Dependency("keras-applications", "keras_applications", "always"),
-    Dependency("tf-keras", "tf_keras", "if-missing"),
+from ..core.ensemble import FLIPS
+from ..infra import locks
+from ..infra.artifacts import LOCKS, Action, Paths, decide, replace_folder
+from ..infra.commands import add_config_arguments, config_from_args, run_main
+from ..infra.errors import UserError
+from ..kaggle.bundle import (
+    DEFAULT_OUT,
+    USERNAME_PLACEHOLDER,
+    assemble,
+    bundle_settings,
+    bundle_stamp,
+    bundled_config_text,
+    dataset_metadata,
+    dataset_slug,
+    human_size,
+    kaggle_username,
+    plan_models,
+    previous_stamp,
+    project_root,
+    requirements,
 )
-
-
-# ----------------------------------------------------------------------------- what goes in
-
-def finished_folds(config: Config, kind: str) -> list[int]:
-    """Folds of ``kind`` (cls or seg) whose folder holds every file predict reads (:data:`FOLD_FILES`)."""
-    root = config.models_dir / kind
-    if not root.is_dir():
-        return []
-    return sorted(int(entry.name[4:]) for entry in root.iterdir()
-                  if entry.name.startswith("fold") and entry.name[4:].isdigit()
-                  and all((entry / name).is_file() for name in FOLD_FILES))
-
-
-def plan_models(config: Config, folds_spec) -> tuple[list[int], bool, list[tuple[Path, str]]]:
-    """Choose the folds and the model files to copy.
-
-    Args:
-        config: the resolved config.
-        folds_spec: ``"all"``, ``"0,1"`` or a list of fold numbers.
-
-    Returns:
-        ``(folds, gated, copies)``: the segmenter folds, whether the thresholds gate on the classifier
-        (then its folds are included), and ``(source, path inside the bundle)`` pairs.
-
-    Raises:
-        UserError: no thresholds.json, no trained fold, or a requested fold or gate classifier missing.
-    """
-    from .predict import load_thresholds
-
-    if not config.thresholds_path.is_file():
-        raise UserError(f"{config.thresholds_path} does not exist: the bundle needs trained folds and tuned "
-                        "thresholds. Run `bash run_all.sh` (or `severstal train` for every fold, then "
-                        f"`severstal tune`) with --config {config.source} first.")
-    thresholds = load_thresholds(config)
-    trained = finished_folds(config, "seg")
-    if not trained:
-        raise UserError(f"no trained segmenter fold in {config.models_dir / 'seg'} (each needs "
-                        f"{', '.join(FOLD_FILES)}): run `bash run_all.sh` or `severstal train --model seg --fold all` "
-                        "and `severstal tune` first.")
-    try:
-        folds = select_folds(folds_spec, trained)
-    except ValueError as error:
-        raise UserError(f"--folds / inference.folds: {error}") from None
-    gated = any(setting.classifier_threshold > 0 for setting in thresholds)
-    kinds = ("seg", "cls") if gated else ("seg",)
-    if gated:
-        missing = sorted(set(folds) - set(finished_folds(config, "cls")))
-        if missing:
-            raise UserError(f"the tuned thresholds gate on the classifier, but classifier fold(s) {missing} are not "
-                            "trained: run `severstal train --model cls --fold all`, or bundle other folds (--folds)")
-    root = Path("models") / config.experiment
-    copies = [(config.thresholds_path, str(root / "thresholds.json"))]
-    for kind in kinds:
-        for fold in folds:
-            for name in FOLD_FILES:
-                copies.append((config.fold_dir(kind, fold) / name, str(root / kind / f"fold{fold}" / name)))
-    return folds, gated, copies
-
-
-def bundle_settings(config: Config, folds: Sequence[int], tta, batch_size) -> dict:
-    """The inference settings written into the bundle's config (flips and batch size checked)."""
-    try:
-        flips = list(parse_choice_list(tta if tta is not None else config.get("inference.tta", ["none"]),
-                                       FLIPS, "--tta / inference.tta"))
-    except ValueError as error:
-        raise UserError(str(error)) from None
-    batch_size = batch_size if batch_size is not None else config.get("inference.batch_size", 8)
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise UserError(f"the batch size must be a positive integer, got {batch_size!r}")
-    return {"folds": list(folds), "tta": flips, "batch_size": batch_size}
-
-
-# ----------------------------------------------------------------------------- Kaggle metadata
-
-def dataset_slug(experiment: str) -> str:
-    """``severstal-<experiment>-bundle`` in Kaggle's slug alphabet (lower-case letters, digits, hyphens)."""
-    name = re.sub(r"[^a-z0-9]+", "-", experiment.lower()).strip("-") or "experiment"
-    room = SLUG_LIMIT - len("severstal--bundle")
-    return f"severstal-{name[:room].strip('-')}-bundle"
-
-
-def kaggle_username(environ: Mapping[str, str] | None = None, home: Path | None = None) -> str | None:
-    """``KAGGLE_USERNAME``, else the ``username`` of kaggle.json (where the kaggle package looks); None if neither."""
-    environ = os.environ if environ is None else environ
-    if environ.get("KAGGLE_USERNAME", "").strip():
-        return environ["KAGGLE_USERNAME"].strip()
-    try:
-        stored = json.loads((kaggle_config_dir(environ, home) / "kaggle.json").read_text())
-    except (OSError, ValueError):
-        return None
-    username = str(stored.get("username") or "").strip() if isinstance(stored, dict) else ""
-    return username or None
-
-
-def dataset_metadata(experiment: str, username: str | None) -> dict:
-    """The ``dataset-metadata.json`` content (a placeholder user name when ``username`` is None)."""
-    return {
-        "title": f"Severstal {experiment} bundle"[:SLUG_LIMIT],
-        "id": f"{username or USERNAME_PLACEHOLDER}/{dataset_slug(experiment)}",
-        "licenses": [{"name": LICENSE}],
-    }
-
-
-# ----------------------------------------------------------------------------- wheels
-
-def normalise_name(name: str) -> str:
-    """PEP 503 name as it appears in wheel file names: ``Keras-Applications`` -> ``keras_applications``."""
-    return re.sub(r"[-_.]+", "_", name).lower()
-
-
-def wheel_file_matches(file_name: str, name: str, version: str) -> bool:
-    """Whether ``file_name`` is a wheel of distribution ``name`` at ``version``."""
-    parts = file_name[:-len(".whl")].split("-") if file_name.endswith(".whl") else []
-    return len(parts) >= 5 and normalise_name(parts[0]) == normalise_name(name) and parts[1] == version
-
-
-def requirements(tf_keras_versions: Sequence[str] = ()) -> list[dict]:
-    """The pinned dependency wheels: this environment's versions of :data:`DEPENDENCIES` plus extra tf-keras ones.
-
-    Returns:
-        ``[{"name", "version", "module", "install"}]``.
-
-    Raises:
-        UserError: a dependency is not installed here (its version cannot be pinned).
-    """
-    pinned = []
-    for dependency in DEPENDENCIES:
-        try:
-            version = importlib.metadata.version(dependency.name)
-        except importlib.metadata.PackageNotFoundError:
-            raise UserError(f"{dependency.name} is not installed in this environment, so its version cannot be "
-                            "pinned: run scripts/env.sh's setup (bash run_all.sh does) first") from None
-        pinned.append({**asdict(dependency), "version": version})
-    tf_keras = next(entry for entry in pinned if entry["name"] == "tf-keras")
-    for version in tf_keras_versions:
-        if kaggle_notebook.minor_version(version) is None or not re.fullmatch(r"[0-9][0-9A-Za-z.]*", version):
-            raise UserError(f"--tf-keras expects a version such as 2.18.0, got {version!r}")
-        if version not in [entry["version"] for entry in pinned if entry["name"] == "tf-keras"]:
-            pinned.append({**tf_keras, "version": version})
-    return pinned
-
-
-def project_root() -> Path:
-    """The source checkout this package runs from (the folder with pyproject.toml above ``src/severstal``)."""
-    root = Path(__file__).resolve().parents[3]
-    pyproject = root / "pyproject.toml"
-    if not pyproject.is_file() or not re.search(r'^name\s*=\s*"severstal"', pyproject.read_text(), re.MULTILINE):
-        raise UserError("severstal bundle builds the project's wheel from its source checkout, but this package "
-                        f"was not installed from one ({Path(__file__).parent}): run it from a clone installed with "
-                        "`pip install -e .`")
-    return root
-
-
-def source_files(root: Path) -> list[Path]:
-    """The files the project wheel is built from, sorted: packaging files and ``src/severstal/**``."""
-    files = [root / name for name in ("pyproject.toml", "README.md", "LICENSE") if (root / name).is_file()]
-    files += [path for path in (root / "src" / "severstal").rglob("*")
-              if path.is_file() and "__pycache__" not in path.parts and path.suffix not in (".pyc", ".pyo")]
-    return sorted(files)
-
-
-def build_project_wheel(root: Path, wheel_dir: Path) -> Path:
-    """``pip wheel --no-deps --no-build-isolation --no-index`` of a clean copy of the project (works offline).
-
-    Returns:
-        The wheel's path in ``wheel_dir``.
-    """
-    with tempfile.TemporaryDirectory(prefix="severstal-wheel-") as scratch:
-        copy = Path(scratch) / "project"
-        for path in source_files(root):
-            destination = copy / path.relative_to(root)
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, destination)
-        built = Path(scratch) / "built"
-        command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-                   "--disable-pip-version-check", "--quiet", "--wheel-dir", str(built), str(copy)]
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
-        wheels = sorted(built.glob("severstal-*.whl")) if built.is_dir() else []
-        if result.returncode != 0 or len(wheels) != 1:
-            output = (result.stdout + result.stderr).strip()[-2000:]
-            raise UserError(f"building the project wheel failed (exit {result.returncode}); it needs setuptools "
-                            f"in this environment:\n{output}")
-        wheel_dir.mkdir(parents=True, exist_ok=True)
-        target = wheel_dir / wheels[0].name
-        shutil.copyfile(wheels[0], target)
-    return target
-
-
-def fetch_wheels(pinned: Sequence[dict], wheel_dir: Path, sources: Sequence[Path]) -> dict[str, str]:
-    """Put a wheel of every pinned dependency into ``wheel_dir``.
-
-    Each comes from the first of ``sources`` (folders: --wheels-from, the previous bundle's wheels)
-    that has it, else from ``pip download --no-deps --only-binary=:all:`` (the configured package
-    index, or pip's cache).
-
-    Returns:
-        ``{"name==version": wheel file name}``.
-
-    Raises:
-        UserError: some could not be found or downloaded (offline), naming them and the fix.
-    """
-    wheel_dir.mkdir(parents=True, exist_ok=True)
-    found: dict[str, str] = {}
-    wanted = []
-    for entry in pinned:
-        key = f"{entry['name']}=={entry['version']}"
-        local = next((path for source in sources if source.is_dir() for path in sorted(source.glob("*.whl"))
-                      if wheel_file_matches(path.name, entry["name"], entry["version"])), None)
-        if local is not None:
-            shutil.copyfile(local, wheel_dir / local.name)
-            found[key] = local.name
-        else:
-            wanted.append(entry)
-    failed = []
-    # one pip call for all (fast); when it fails, one call per wheel to name the ones that cannot be had
-    batches = [wanted] if len(wanted) < 2 else [wanted, *([entry] for entry in wanted)]
-    for batch in batches:
-        batch = [entry for entry in batch if f"{entry['name']}=={entry['version']}" not in found]
-        if not batch:
-            continue
-        keys = [f"{entry['name']}=={entry['version']}" for entry in batch]
-        with tempfile.TemporaryDirectory(prefix="severstal-download-") as scratch:
-            command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                       "--disable-pip-version-check", "--quiet", "--dest", scratch, *keys]
-            result = subprocess.run(command, capture_output=True, text=True, check=False)
-            for key, entry in zip(keys, batch, strict=True):
-                files = [path for path in Path(scratch).glob("*.whl")
-                         if wheel_file_matches(path.name, entry["name"], entry["version"])]
-                if result.returncode == 0 and files:
-                    shutil.copyfile(files[0], wheel_dir / files[0].name)
-                    found[key] = files[0].name
-                elif len(batch) == 1:
-                    failed.append((key, (result.stdout + result.stderr).strip().splitlines()[-1:] or ["no wheel"]))
-    if failed:
-        listing = "\n  ".join(f"{key}: {reason[0]}" for key, reason in failed)
-        specs = " ".join(key for key, _ in failed)
-        raise UserError(f"could not get the wheel(s) of {len(failed)} dependency(ies) (offline?):\n  {listing}\n"
-                        f"On a machine with internet run `pip download --no-deps --only-binary=:all: {specs} -d DIR`, "
-                        "bring DIR here and run severstal bundle --wheels-from DIR.")
-    return found
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-# ----------------------------------------------------------------------------- writing
-
-def fingerprint(config_text: str, copies: Sequence[tuple[Path, str]], root: Path, pinned: Sequence[dict],
-                metadata: dict) -> dict:
-    """What a bundle is made from: config, model files (size, mtime), project source, pins, dataset id."""
-    source = hashlib.sha256()
-    for path in source_files(root):
-        source.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
-    return {
-        "config_sha256": hashlib.sha256(config_text.encode()).hexdigest(),
-        "models": [[destination, path.stat().st_size, path.stat().st_mtime_ns] for path, destination in copies],
-        "source_sha256": source.hexdigest(),
-        "wheels": sorted(f"{entry['name']}=={entry['version']}" for entry in pinned),
-        "dataset": metadata["id"],
-    }
-
-
-def up_to_date(out: Path, wanted: dict) -> bool:
-    """Whether ``out`` holds a bundle made from exactly ``wanted`` (its manifest's fingerprint)."""
-    try:
-        return json.loads((out / MANIFEST).read_text()).get("fingerprint") == wanted
-    except (OSError, ValueError):
-        return False
-
-
-def human_size(size: int) -> str:
-    for unit in ("B", "KB", "MB"):
-        if size < 1024:
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.2f} GB"
-
-
-def readme_text(manifest: dict, metadata: dict, out: Path, sizes: Mapping[str, int]) -> str:
-    """The bundle's README.md: contents, upload commands, notebook steps."""
-    slug = metadata["id"].split("/", 1)[1]
-    placeholder = metadata["id"].startswith(USERNAME_PLACEHOLDER + "/")
-    edit = (f"\n**Edit `dataset-metadata.json` first**: replace `{USERNAME_PLACEHOLDER}` with your Kaggle user "
-            "name (no kaggle.json or KAGGLE_USERNAME was found when the bundle was made).\n" if placeholder else "")
-    total = human_size(sum(sizes.values()))
-    gate = " (with the classifier folds: the thresholds gate on them)" if manifest["gated"] else ""
-    listing = "\n".join(f"| `{name}` | {human_size(size)} |" for name, size in sorted(sizes.items()))
-    wheels = "\n".join(f"| `{entry['file']}` | {entry['install']} |" for entry in manifest["wheels"])
-    return f"""# Severstal offline bundle: experiment `{manifest['experiment']}`
-
-Made by `severstal bundle` on {manifest['created']} with severstal {manifest['severstal_version']}
-(Python {manifest['python']}, TensorFlow {manifest['tensorflow'] or 'not installed'}); {total} in all.
-
-- segmenter folds: {', '.join(map(str, manifest['folds']))}{gate}
-- flips averaged: {', '.join(manifest['tta'])}
-- batch size: {manifest['batch_size']}
-
-## Upload it as a Kaggle dataset
-{edit}
-    kaggle datasets create -p {out} --dir-mode zip            # the first time (a private dataset)
-    kaggle datasets version -p {out} --dir-mode zip -m "..."  # after retraining
-
-## Use it in the competition's notebook (internet off)
-
-1. Open a notebook on the competition's page (its data is mounted at `../input/severstal-steel-defect-detection/`),
-   add this dataset (Add Input -> Your Datasets -> `{slug}`), choose a GPU accelerator and turn Internet off.
-2. Run one cell:
-
-       !python ../input/{slug}/inference.py
-
-   It installs the wheels below into a temporary folder (nothing in the notebook's environment changes),
-   runs `severstal predict` with the bundled folds, flips and thresholds and writes `submission.csv`
-   in the working directory. Options trade accuracy for time: `--folds 0,1,2`, `--tta none,hflip`,
-   `--batch-size 16` (`python inference.py --help` lists all). If the dataset is mounted elsewhere,
-   pass `--bundle DIR` and `--test-images DIR`.
-3. Save Version -> Save & Run All, then submit the notebook's `submission.csv`.
-
-## Wheels
-
-| file | installed |
-|---|---|
-{wheels}
-
-`always`: used even when the notebook has the package (the same code as the local submission);
-`if-missing`: only when the notebook lacks it (tf-keras must have TensorFlow's minor version:
-rebuild with `severstal bundle --tf-keras X.Y.0` for another one).
-
-## Files
-
-| file | size |
-|---|---|
-{listing}
-"""
-
-
-def write_json(path: Path, value) -> None:
-    path.write_text(json.dumps(value, indent=2) + "\n")
-
-
-def bundled_config_text(config: Config, settings: dict) -> str:
-    """The resolved config as YAML, its inference section replaced by the bundle's ``settings``."""
-    raw = copy.deepcopy(config.raw)
-    raw["inference"] = {**(raw.get("inference") or {}), **settings}
-    return yaml.safe_dump(raw, sort_keys=False)
-
-
-def assemble(staging: Path, config_text: str, experiment: str, settings: dict, gated: bool,
-             copies: Sequence[tuple[Path, str]], pinned: Sequence[dict], metadata: dict, wanted: dict,
-             sources: Sequence[Path], out: Path) -> dict:
-    """Write every file of the bundle into ``staging``.
-
-    Returns:
-        The manifest (also written as ``severstal-bundle.json``).
-    """
-    for source, destination in copies:
-        target = staging / destination
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
-    (staging / "config.yaml").write_text(config_text)
-    wheel_dir = staging / "wheels"
-    project_wheel = build_project_wheel(project_root(), wheel_dir)
-    fetched = fetch_wheels(pinned, wheel_dir, sources)
-    entries = [{"file": project_wheel.name, "name": "severstal", "version": __version__, "module": "severstal",
-                "install": "always"}]
-    entries += [{"file": fetched[f"{entry['name']}=={entry['version']}"], **entry} for entry in pinned]
-    for entry in entries:
-        entry["sha256"] = file_sha256(wheel_dir / entry["file"])
-    (staging / "inference.py").write_text(Path(kaggle_notebook.__file__).read_text())
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "experiment": experiment,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "severstal_version": __version__,
-        "python": ".".join(map(str, sys.version_info[:3])),
-        "tensorflow": kaggle_notebook.installed_version(("tensorflow", "tensorflow-cpu")),
-        **settings,
-        "gated": gated,
-        "dataset": metadata["id"],
-        "wheels": entries,
-        "fingerprint": wanted,
-    }
-    write_json(staging / MANIFEST, manifest)
-    write_json(staging / "dataset-metadata.json", metadata)
-    sizes = {str(path.relative_to(staging)): path.stat().st_size for path in staging.rglob("*") if path.is_file()}
-    (staging / "README.md").write_text(readme_text(manifest, metadata, out, sizes))
-    return manifest
-
-
-def replace_folder(staging: Path, out: Path) -> None:
-    """Move ``staging`` to ``out``, replacing a previous bundle there (renamed away first, then deleted)."""
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-        os.replace(staging, out)
-        shutil.rmtree(old)
-    else:
-        os.replace(staging, out)
+from ..kaggle.notebook import MANIFEST
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -497,36 +59,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def option_overrides(args: argparse.Namespace) -> list[str]:
+    """``--folds``, ``--tta`` and ``--batch-size`` as config overrides (checked by the same schema)."""
+    return [f"{key}={value}" for key, value in (("inference.folds", args.folds), ("inference.tta", args.tta),
+                                               ("inference.batch_size", args.batch_size)) if value is not None]
+
+
 def run(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
+    config = config_from_args(args, option_overrides(args))
+    paths = Paths(config)
     out = Path(args.out)
-    spec = args.folds if args.folds is not None else config.get("inference.folds", "all")
-    folds, gated, copies = plan_models(config, spec)
-    settings = bundle_settings(config, folds, args.tta, args.batch_size)
-    planned = config.get("folds.k")
-    if isinstance(planned, int) and len(folds) < planned and args.folds is None:
-        print(f"warning: only fold(s) {folds} of {planned} are trained; the bundle ensembles those", file=sys.stderr)
-    pinned = requirements(args.tf_keras)
-    username = args.username or kaggle_username()
-    metadata = dataset_metadata(config.experiment, username)
-    config_text = bundled_config_text(config, settings)
-    wanted = fingerprint(config_text, copies, project_root(), pinned, metadata)
-    if not args.force and up_to_date(out, wanted):
-        print(f"{out} is up to date (same config, models, thresholds, source and wheels); --force makes it again")
-        return 0
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file())):
-        raise UserError(f"{out} exists and is not a bundle made by severstal bundle: choose another --out "
-                        "(it is left as it is)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    staging.chmod(0o755)
-    try:
-        manifest = assemble(staging, config_text, config.experiment, settings, gated, copies, pinned, metadata,
-                            wanted, [Path(folder) for folder in args.wheels_from] + [out / "wheels"], out)
-        replace_folder(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with locks.hold(out.parent / LOCKS, out.name, f"the bundle {out}"):
+        folds, gated, copies = plan_models(paths, config.inference.folds)
+        settings = bundle_settings(config, folds)
+        if len(folds) < config.folds.k and args.folds is None:
+            print(f"warning: only fold(s) {folds} of {config.folds.k} are trained; the bundle ensembles those",
+                  file=sys.stderr)
+        pinned = requirements(args.tf_keras)
+        username = args.username or kaggle_username()
+        metadata = dataset_metadata(config.experiment_name, username)
+        config_text = bundled_config_text(config, settings)
+        stamp = bundle_stamp(config, settings, copies, project_root(), pinned, metadata)
+        if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file())):
+            raise UserError(f"{out} exists and is not a bundle made by severstal bundle: choose another --out "
+                            "(it is left as it is)")
+        decision = decide(f"the bundle {out}", previous_stamp(out), stamp, args.force)
+        if decision.action is Action.SKIP:
+            print(decision.note)
+            return 0
+        if decision.note:
+            print(decision.note)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+        staging.chmod(0o755)
+        try:
+            manifest = assemble(staging, config_text, config.experiment_name, settings, gated, copies, pinned,
+                                metadata, stamp, [Path(folder) for folder in args.wheels_from] + [out / "wheels"], out)
+            replace_folder(staging, out)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     total = sum(path.stat().st_size for path in out.rglob("*") if path.is_file())
     print(f"wrote {out}: segmenter folds {folds}{' + classifier gate' if gated else ''}, flips "
           f"{','.join(settings['tta'])}, batch {settings['batch_size']}, {len(manifest['wheels'])} wheels, "
@@ -536,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: no Kaggle user name found (kaggle.json / KAGGLE_USERNAME / --username): edit "
               f"{out / 'dataset-metadata.json'} and replace {USERNAME_PLACEHOLDER} before uploading")
     print(f"upload: kaggle datasets create -p {out} --dir-mode zip   (then in the notebook: "
-          f"!python ../input/{dataset_slug(config.experiment)}/inference.py; see {out / 'README.md'})")
+          f"!python ../input/{dataset_slug(config.experiment_name)}/inference.py; see {out / 'README.md'})")
     return 0
 
 

@@ -1,118 +1,60 @@
 """Validate a data directory (Kaggle's layout) before training and report every problem at once.
 
-Checks every image (readable, complete JPEG, 256 x 1600), byte-identical duplicates, train.csv
-(columns, ClassIds, RLE, duplicate rows, rows naming missing images) and, when present,
+Checks every image (readable, complete JPEG, of the config's size: 256 x 1600 on Kaggle), byte-identical
+duplicates, train.csv (columns, ClassIds, RLE, duplicate rows, rows naming missing images) and, when present,
 test_images/, sample_submission.csv and test_labels.csv. Exit 0 and a one-line summary when
-clean, 1 and the list of problems otherwise. :func:`bad_images` is the reusable part for stages
-that skip unreadable images.
+clean, 1 and the list of problems otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
-from tqdm import tqdm
 
-from ..cli import UserError, add_config_arguments, config_from_args, run_main
-from ..core.checks import check_image_bytes, check_label_frame, digest, find_duplicates, image_names
-from ..core.constants import HEIGHT, WIDTH
-from ..core.labels import non_empty, read_table
-from ..core.submission import check_submission, read_submission
-
-SHOWN_PROBLEMS = 50
-
-
-def default_workers() -> int:
-    """Threads for image checks: decoding and reading release the GIL, so one per core."""
-    return max(1, os.cpu_count() or 1)
+from ..core.checks import check_label_frame, find_duplicates
+from ..core.labels import non_empty
+from ..core.submission import check_submission
+from ..infra.artifacts import SAMPLE_SUBMISSION, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS
+from ..infra.commands import add_config_arguments, config_from_args, run_main
+from ..infra.errors import UserError, format_problems
+from ..infra.images import image_names, scan_images
+from ..infra.tables import CSV_ERRORS, read_csv_text, read_table
 
 
-def _scan_one(path: Path, shape: tuple[int, int]) -> tuple[list[str], str | None]:
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        return [f"cannot be read: {error.strerror or error}"], None
-    return check_image_bytes(data, shape), digest(data)
-
-
-def scan_images(directory: str | os.PathLike, names: list[str] | None = None, workers: int | None = None,
-                shape: tuple[int, int] = (HEIGHT, WIDTH), progress: bool = True
-                ) -> dict[str, tuple[list[str], str | None]]:
-    """Read and check images in a thread pool.
-
-    Args:
-        directory: the image folder.
-        names: file names to check (default: every image in ``directory``).
-        workers: threads (default: one per core).
-        shape: expected ``(height, width)``.
-        progress: show a tqdm bar.
-
-    Returns:
-        ``{name: (problems, content digest or None when unreadable)}``.
-    """
-    directory = Path(directory)
-    names = image_names(directory) if names is None else list(names)
-    with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
-        results = pool.map(lambda name: _scan_one(directory / name, shape), names)
-        return dict(zip(names, tqdm(results, total=len(names), desc=f"check {directory.name}",
-                                    unit="img", disable=not progress), strict=True))
-
-
-def bad_images(data_dir: str | os.PathLike, split: str = "train", workers: int | None = None,
-               shape: tuple[int, int] = (HEIGHT, WIDTH), progress: bool = True) -> dict[str, str]:
-    """Images of a split that cannot be used: unreadable, truncated, undecodable or the wrong size.
-
-    Args:
-        data_dir: a data directory in Kaggle's layout.
-        split: ``"train"`` or ``"test"`` (the folder ``<split>_images``).
-        workers: threads (default: one per core).
-        shape: expected ``(height, width)``.
-        progress: show a tqdm bar.
-
-    Returns:
-        ``{file name: reason}``; empty when every image is fine. About 1 s per 1,000 images on 2 cores.
-    """
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    scanned = scan_images(Path(data_dir) / f"{split}_images", workers=workers, shape=shape, progress=progress)
-    return {name: "; ".join(problems) for name, (problems, _) in scanned.items() if problems}
-
-
-def _check_split(data_dir: Path, split: str, workers: int | None, digests: dict[str, str]
-                 ) -> tuple[list[str], list[str]]:
-    """Problems of ``<split>_images/`` and its image names; fills ``digests``."""
-    folder = f"{split}_images"
+def _check_split(data_dir: Path, folder: str, workers: int | None, digests: dict[str, str],
+                 shape: tuple[int, int]) -> tuple[list[str], list[str]]:
+    """Problems of an image folder and its image names; fills ``digests``."""
     names = image_names(data_dir / folder)
     if not names:
         return [f"{folder}/ is missing or holds no images"], names
     problems = []
-    for name, (image_problems, content) in scan_images(data_dir / folder, names, workers).items():
+    for name, (image_problems, content) in scan_images(data_dir / folder, names, workers, shape, True).items():
         problems += [f"{folder}/{name}: {problem}" for problem in image_problems]
         if content is not None:
             digests[f"{folder}/{name}"] = content
     return problems, names
 
 
-def _check_labels(path: Path, image_ids: list[str]) -> tuple[list[str], pd.DataFrame | None]:
+def _check_labels(path: Path, image_ids: list[str], shape: tuple[int, int]) -> tuple[list[str], pd.DataFrame | None]:
     try:
         frame = read_table(path)
-    except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+    except CSV_ERRORS as error:
         return [f"{path.name}: {error}"], None
-    return check_label_frame(frame, image_ids, source=path.name), frame
+    return check_label_frame(frame, image_ids, source=path.name, shape=shape), frame
 
 
-def check_data_directory(data_dir: str | os.PathLike, workers: int | None = None) -> tuple[list[str], str]:
+def check_data_directory(data_dir: Path, workers: int | None = None, shape: tuple[int, int] = (256, 1600)
+                         ) -> tuple[list[str], str]:
     """Check a data directory in Kaggle's layout.
 
     Args:
         data_dir: holds ``train.csv`` and ``train_images/``; ``test_images/``,
             ``sample_submission.csv`` and ``test_labels.csv`` are checked when present.
         workers: threads for image checks.
+        shape: the images' expected ``(height, width)`` (the config's ``data.height`` and ``data.width``).
 
     Returns:
         ``(problems, summary)``: every problem as ``"<file>: <what is wrong>"``, and a one-line
@@ -123,33 +65,33 @@ def check_data_directory(data_dir: str | os.PathLike, workers: int | None = None
         raise UserError(f"data directory {data_dir} does not exist: run `severstal download` (real data) or "
                         "`severstal demo-data` (demo data), or pass --data DIR")
     digests: dict[str, str] = {}
-    problems, train_names = _check_split(data_dir, "train", workers, digests)
+    problems, train_names = _check_split(data_dir, TRAIN_IMAGES, workers, digests, shape)
     summary = [f"{len(train_names):,} train images"]
-    if (data_dir / "train.csv").is_file():
-        label_problems, labels = _check_labels(data_dir / "train.csv", train_names)
+    if (data_dir / TRAIN_LABELS).is_file():
+        label_problems, labels = _check_labels(data_dir / TRAIN_LABELS, train_names, shape)
         problems += label_problems
         if labels is not None:
             defects = non_empty(labels)
             summary.append(f"{defects['ImageId'].nunique():,} with defects ({len(defects):,} masks)")
     else:
-        problems.append("train.csv is missing")
+        problems.append(f"{TRAIN_LABELS} is missing")
     test_names = None
-    if (data_dir / "test_images").exists():
-        test_problems, test_names = _check_split(data_dir, "test", workers, digests)
+    if (data_dir / TEST_IMAGES).exists():
+        test_problems, test_names = _check_split(data_dir, TEST_IMAGES, workers, digests, shape)
         problems += test_problems
         summary.append(f"{len(test_names):,} test images")
-    if (data_dir / "test_labels.csv").is_file():
-        problems += _check_labels(data_dir / "test_labels.csv", test_names or [])[0]
-        summary.append("test_labels.csv")
-    if (data_dir / "sample_submission.csv").is_file():
+    if (data_dir / TEST_LABELS).is_file():
+        problems += _check_labels(data_dir / TEST_LABELS, test_names or [], shape)[0]
+        summary.append(TEST_LABELS)
+    if (data_dir / SAMPLE_SUBMISSION).is_file():
         try:
-            sample = read_submission(data_dir / "sample_submission.csv")
-            submission_problems = check_submission(sample, test_names)
+            sample = read_csv_text(data_dir / SAMPLE_SUBMISSION)
+            submission_problems = check_submission(sample, test_names, num_pixels=shape[0] * shape[1])
         except ValueError as error:
             submission_problems = [str(error)]
-        problems += [f"sample_submission.csv{'' if problem.startswith('line') else ':'} {problem}"
+        problems += [f"{SAMPLE_SUBMISSION}{'' if problem.startswith('line') else ':'} {problem}"
                      for problem in submission_problems]
-        summary.append("sample_submission.csv")
+        summary.append(SAMPLE_SUBMISSION)
     problems += find_duplicates(digests)
     return problems, f"{data_dir}: " + ", ".join(summary)
 
@@ -159,23 +101,19 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(parser)
     parser.add_argument("--workers", type=int, default=None, help="threads for image checks (default: cores)")
-    parser.add_argument("--all", action="store_true", help=f"list every problem (default: the first "
-                                                            f"{SHOWN_PROBLEMS} and a count)")
+    parser.add_argument("--all", action="store_true", help="list every problem (default: the first 20 and a count)")
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    problems, summary = check_data_directory(config.data_dir, args.workers)
+    data_dir = Path(config.data.dir)
+    problems, summary = check_data_directory(data_dir, args.workers, (config.data.height, config.data.width))
     if not problems:
         print(f"data OK: {summary}")
         return 0
-    shown = problems if args.all else problems[:SHOWN_PROBLEMS]
-    print(f"check-data found {len(problems):,} problems in {config.data_dir}:", file=sys.stderr)
-    for problem in shown:
-        print(f"  {problem}", file=sys.stderr)
-    if len(shown) < len(problems):
-        print(f"  ... and {len(problems) - len(shown):,} more (--all lists them)", file=sys.stderr)
+    print(f"check-data found {len(problems):,} problems in {data_dir}:", file=sys.stderr)
+    print(format_problems(problems, None if args.all else 20, " (--all lists them)"), file=sys.stderr)
     print(f"checked {summary}", file=sys.stderr)
     return 1
 

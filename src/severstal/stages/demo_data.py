@@ -20,17 +20,20 @@ import cv2
 import pandas as pd
 from tqdm import tqdm
 
-from ..cli import UserError, add_config_arguments, config_from_args, run_main
 from ..core import synthetic
 from ..core.constants import LONG_COLUMNS, NUM_PIXELS, SUBMISSION_COLUMNS
 from ..core.rle import encode
+from ..infra import locks
+from ..infra.artifacts import LOCKS, SAMPLE_SUBMISSION, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS
+from ..infra.commands import add_config_arguments, config_from_args, run_main
+from ..infra.errors import UserError
 
 MARKER = ".demo.json"
 GENERATOR = "severstal demo-data"
 VERSION = 2  # bump whenever the generator's output changes: old demo sets are then rebuilt
 JPEG_QUALITY = 90
-IMAGE_DIRS = {"train": "train_images", "test": "test_images"}
-LABEL_FILES = {"train": "train.csv", "test": "test_labels.csv"}
+IMAGE_DIRS = {"train": TRAIN_IMAGES, "test": TEST_IMAGES}
+LABEL_FILES = {"train": TRAIN_LABELS, "test": TEST_LABELS}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,21 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def demo_settings(args: argparse.Namespace, config) -> dict:
-    """``{"train", "test", "seed"}`` from the options, falling back on the config's ``demo`` section."""
-    settings = {}
-    for key in ("train", "test", "seed"):
-        value = getattr(args, key)
-        if value is None:
-            value = config.get(f"demo.{key}")
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise UserError(f"demo {key} must be an integer: give --{key} or set demo.{key} in {config.source}")
-        settings[key] = value
-    if settings["train"] < 1 or settings["test"] < 1:
-        raise UserError(f"--train and --test must be at least 1, got {settings['train']} and {settings['test']}")
-    if settings["seed"] < 0:
-        raise UserError(f"--seed must be >= 0, got {settings['seed']}")
-    return settings
+def demo_settings(config) -> dict:
+    """``{"train", "test", "seed"}`` of the demo set (the config's ``demo`` section, options applied)."""
+    return {"train": config.demo.train, "test": config.demo.test, "seed": config.demo.seed}
 
 
 def read_marker(directory: Path) -> dict | None:
@@ -76,7 +67,7 @@ def is_complete(directory: Path, marker: dict) -> bool:
         images = directory / folder
         if not images.is_dir() or sum(1 for name in os.listdir(images) if name.endswith(".jpg")) != marker.get(split):
             return False
-    return all((directory / name).is_file() for name in (*LABEL_FILES.values(), "sample_submission.csv"))
+    return all((directory / name).is_file() for name in (*LABEL_FILES.values(), SAMPLE_SUBMISSION))
 
 
 def write_demo_set(directory: Path, settings: dict) -> None:
@@ -100,7 +91,7 @@ def write_demo_set(directory: Path, settings: dict) -> None:
             labels.to_csv(directory / LABEL_FILES[split], index=False, lineterminator="\n")
     submission = pd.DataFrame({"ImageId": [spec.image_id for spec in plan["test"]],
                                "EncodedPixels": f"1 {NUM_PIXELS}", "ClassId": 0})
-    submission[list(SUBMISSION_COLUMNS)].to_csv(directory / "sample_submission.csv", index=False, lineterminator="\n")
+    submission[list(SUBMISSION_COLUMNS)].to_csv(directory / SAMPLE_SUBMISSION, index=False, lineterminator="\n")
     marker = {"generator": GENERATOR, "version": VERSION, **settings}
     (directory / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
 
@@ -110,9 +101,10 @@ def describe(settings: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
-    out = Path(args.out) if args.out else config.data_dir
-    settings = demo_settings(args, config)
+    options = [f"demo.{key}={value}" for key in ("train", "test", "seed") if (value := getattr(args, key)) is not None]
+    config = config_from_args(args, options)  # --train/--test/--seed checked like demo.* keys
+    out = Path(args.out) if args.out else Path(config.data.dir)
+    settings = demo_settings(config)
     wanted = {"generator": GENERATOR, "version": VERSION, **settings}
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} is a file, not a directory: choose another --out")
@@ -128,6 +120,14 @@ def run(args: argparse.Namespace) -> int:
             "so nothing was written. Choose an empty or new directory with --out, or delete this one "
             "if it only holds an earlier, interrupted demo set."
         )
+    with locks.hold(out.parent / LOCKS, out.name, f"the data directory {out}"):
+        write_replacing(out, settings, existing)
+    print(f"wrote the demo data set to {out} ({describe(settings)})")
+    return 0
+
+
+def write_replacing(out: Path, settings: dict, existing: dict | None) -> None:
+    """Generate the demo set into a hidden sibling of ``out``, then rename it into place (replacing ``existing``)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.parent / f".{out.name}.partial"
     old = out.parent / f".{out.name}.old"
@@ -145,8 +145,6 @@ def run(args: argparse.Namespace) -> int:
     finally:
         shutil.rmtree(partial, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
-    print(f"wrote the demo data set to {out} ({describe(settings)})")
-    return 0
 
 
 def main(argv=None) -> int:

@@ -10,28 +10,22 @@ scored the test truth, the ablation report (``reports/<experiment>/ablation.json
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 
-from ..cli import UserError, add_config_arguments, config_from_args, run_main
-from ..core.checks import image_names
-from ..core.ensemble import merge_shards
+from ..core.ensemble import ablation_text, merge_shards
 from ..core.labels import detect_layout, normalise
-from ..core.submission import read_submission
-from .predict import (
-    format_ablation,
-    shard_ablation_path,
-    shards_dir,
-    sidecar_path,
-    text_sha256,
-    write_ablation,
-    write_atomically,
-    write_submission,
-)
+from ..infra import locks
+from ..infra.artifacts import LOCKS, Paths, Stamp, read_sidecar, sidecar_path
+from ..infra.commands import add_config_arguments, config_from_args, run_main
+from ..infra.errors import UserError
+from ..infra.files import text_sha256, write_json
+from ..infra.images import image_names
+from ..infra.tables import read_csv_text, write_ablation, write_submission
 
 PART_PATTERN = re.compile(r"part-(\d+)-of-(\d+)\.csv")
 
@@ -57,23 +51,22 @@ def find_parts(directory: Path) -> tuple[dict[int, Path], int]:
     return parts, count
 
 
-def read_sidecars(parts: dict[int, Path], count: int) -> dict:
-    """The common fingerprint of the parts (UserError when a sidecar is missing or they differ)."""
-    fingerprints = {}
+def read_sidecars(parts: dict[int, Path], count: int) -> Stamp:
+    """The common stamp of the parts (UserError when a sidecar is missing or they differ)."""
+    stamps = {}
     for index, path in sorted(parts.items()):
-        try:
-            saved = json.loads(sidecar_path(path).read_text())
-        except (OSError, ValueError):
+        saved = read_sidecar(sidecar_path(path))
+        if saved is None or saved["stamp"] is None:
             raise UserError(f"{sidecar_path(path)} is missing or unreadable: re-run "
-                            f"`severstal predict --shard {index}/{count} --force`") from None
+                            f"`severstal predict --shard {index}/{count} --force`")
         if saved.get("shard") != f"{index}/{count}":
             raise UserError(f"{path} was made as shard {saved.get('shard')}, not {index}/{count}: re-run it")
-        fingerprints[index] = saved["fingerprint"]
-    first = fingerprints[min(fingerprints)]
-    differ = [index for index, value in fingerprints.items() if value != first]
+        stamps[index] = saved["stamp"]
+    first = stamps[min(stamps)]
+    differ = [index for index, value in stamps.items() if value != first]
     if differ:
         raise UserError(f"shard(s) {differ} were made from another config, thresholds, weights or image list than "
-                        f"shard {min(fingerprints)}: re-run them with --force")
+                        f"shard {min(stamps)}: re-run them with --force")
     return first
 
 
@@ -88,51 +81,53 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    directory = shards_dir(config)
-    parts, count = find_parts(directory)
+    paths = Paths(config)
+    parts, count = find_parts(paths.shards)
     missing = [index for index in range(1, count + 1) if index not in parts]
     if missing:
-        raise UserError(f"shard part(s) {missing} of {count} are missing in {directory}: run "
+        raise UserError(f"shard part(s) {missing} of {count} are missing in {paths.shards}: run "
                         f"`severstal predict --shard I/{count}` for them")
-    fingerprint = read_sidecars(parts, count)
-    images_dir = Path(args.images) if args.images else config.data_dir / "test_images"
+    stamp = read_sidecars(parts, count)
+    images_dir = Path(args.images) if args.images else paths.test_images
     expected = image_names(images_dir)
-    if fingerprint["images"]["names_sha256"] != text_sha256("\n".join(expected)):
-        raise UserError(f"the parts were predicted from {fingerprint['images']['count']:,} images of "
-                        f"{fingerprint['images']['dir']}, which differ from the {len(expected):,} images of "
-                        f"{images_dir}: give --images for the folder they were made from, or re-run the shards")
+    recorded = stamp.inputs.get("images", "")
+    if not recorded.endswith(f"sha256:{text_sha256(chr(10).join(expected))}"):
+        raise UserError(f"the parts were predicted from other images ({recorded.split(':')[0]}) than the "
+                        f"{len(expected):,} images of {images_dir}: give --images for the folder they were made from, "
+                        "or re-run the shards")
     frames, layouts = {}, set()
     for index, path in parts.items():
         try:
-            raw = read_submission(path)
+            raw = read_csv_text(path)
             layouts.add(detect_layout(raw.columns))
             frames[index] = normalise(raw)
         except ValueError as error:
             raise UserError(f"cannot read {path}: {error}") from None
     if len(layouts) > 1:
-        raise UserError(f"the parts in {directory} mix the long and legacy layouts: re-run them with one --format")
+        raise UserError(f"the parts in {paths.shards} mix the long and legacy layouts: re-run them with one --format")
     try:
         merged = merge_shards(frames, count)
     except ValueError as error:
-        raise UserError(f"cannot merge the parts in {directory}: {error}") from None
-    target = config.submission_path
-    sidecar_path(target).unlink(missing_ok=True)
-    write_submission(target, merged, layouts.pop(), expected)
-
-    ablation_parts = [shard_ablation_path(config, (index, count)) for index in range(1, count + 1)]
-    present = [path for path in ablation_parts if path.is_file()]
-    if present and len(present) == len(ablation_parts):
-        pairs = pd.concat([pd.read_csv(path, dtype={"ImageId": str}, keep_default_na=False) for path in present],
-                          ignore_index=True).sort_values(["ImageId", "ClassId"], kind="stable")
-        document = write_ablation(config, pairs.reset_index(drop=True), target)
-        print(format_ablation(pairs) + f"\n  written to {document}")
-    elif present:
-        print(f"warning: only {len(present)} of {count} shards have ablation pairs: no ablation.json written",
-              file=sys.stderr)
-    write_atomically(sidecar_path(target), json.dumps({
-        "fingerprint": fingerprint, "shard": None, "images": len(merged["ImageId"].unique()),
-        "merged_from": [str(parts[index]) for index in sorted(parts)],
-    }, indent=2) + "\n")
+        raise UserError(f"cannot merge the parts in {paths.shards}: {error}") from None
+    target = paths.submission
+    with locks.hold(paths.submissions / LOCKS, "submission", f"the submission {target}"):
+        sidecar_path(target).unlink(missing_ok=True)
+        write_submission(target, merged, layouts.pop(), expected)
+        ablation_parts = [paths.shard_ablation(index, count) for index in range(1, count + 1)]
+        present = [path for path in ablation_parts if path.is_file()]
+        if present and len(present) == len(ablation_parts):
+            pairs = pd.concat([pd.read_csv(path, dtype={"ImageId": str}, keep_default_na=False) for path in present],
+                              ignore_index=True).sort_values(["ImageId", "ClassId"], kind="stable")
+            document = write_ablation(paths, pairs.reset_index(drop=True), target)
+            print(ablation_text(pairs) + f"\n  written to {document}")
+        elif present:
+            print(f"warning: only {len(present)} of {count} shards have ablation pairs: no ablation.json written",
+                  file=sys.stderr)
+        write_json(sidecar_path(target), {
+            "stamp": stamp.to_dict(), "shard": None, "images": len(merged["ImageId"].unique()),
+            "merged_from": [str(parts[index]) for index in sorted(parts)],
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        })
     print(f"merged {count} part(s) into {target}: {merged['ImageId'].nunique():,} images, {len(merged):,} rows; valid")
     return 0
 

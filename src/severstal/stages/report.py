@@ -18,13 +18,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..cli import UserError, add_config_arguments, config_from_args, run_main
-from ..core.constants import CLASS_IDS
 from ..core.ensemble import VARIANT_LABELS
 from ..core.metric import class_table, mean_dice, score_pairs
-from ..infra.config import Config
-from .predict import ablation_paths, file_sha256, write_atomically
-from .score import read_scored_submission, read_truth
+from ..infra import locks
+from ..infra.artifacts import LOCKS, Paths
+from ..infra.commands import add_config_arguments, config_from_args, run_main
+from ..infra.errors import UserError
+from ..infra.files import file_sha256, write_atomically
+from ..infra.tables import read_checked_submission, read_labels
 
 TOLERANCE = 1e-7  # ablation.json stores Dice rounded to 8 decimals
 
@@ -32,7 +33,7 @@ TOLERANCE = 1e-7  # ablation.json stores Dice rounded to 8 decimals
 def submission_row(pairs: pd.DataFrame) -> dict:
     """``{"mean": ..., "class_1": ..., ...}`` of ``score_pairs`` output."""
     row = {"mean": mean_dice(pairs)}
-    for class_id in CLASS_IDS:
+    for class_id in sorted(pairs["ClassId"].unique()):
         row[f"class_{class_id}"] = float(pairs.loc[pairs["ClassId"] == class_id, "dice"].mean())
     return row
 
@@ -42,7 +43,7 @@ def ablation_rows(document: dict) -> list[tuple[str, dict]]:
     rows = []
     for variant in document["variants"]:
         values = {"mean": variant["mean_dice"], "gain": variant["gain"]}
-        values.update({f"class_{c}": variant["class_dice"][str(c)] for c in CLASS_IDS})
+        values.update({f"class_{c}": value for c, value in variant["class_dice"].items()})
         rows.append((variant.get("label") or VARIANT_LABELS.get(variant["name"], variant["name"]), values))
     return rows
 
@@ -55,33 +56,33 @@ def check_final_row(document: dict, scored: dict, submission: Path) -> None:
     final = next((v for v in document["variants"] if v["name"] == "final"), None)
     if final is None:
         raise UserError(f"the ablation report has no final row: {rerun}")
-    saved = {"mean": final["mean_dice"], **{f"class_{c}": final["class_dice"][str(c)] for c in CLASS_IDS}}
-    differ = [key for key, value in scored.items() if abs(value - saved[key]) > TOLERANCE]
+    saved = {"mean": final["mean_dice"], **{f"class_{c}": value for c, value in final["class_dice"].items()}}
+    differ = [key for key, value in scored.items() if key not in saved or abs(value - saved[key]) > TOLERANCE]
     if differ:
         raise UserError(f"the ablation's final row ({saved['mean']:.6f}) differs from the submission's score "
                         f"({scored['mean']:.6f}) in {', '.join(differ)}: {rerun}")
 
 
-def markdown_table(rows: list[tuple[str, dict]]) -> str:
+def markdown_table(rows: list[tuple[str, dict]], class_ids: list[int]) -> str:
     """The score table: one row per step, Dice to 6 decimals."""
     def number(value, signed=False) -> str:
         if value is None or pd.isna(value):
             return ""
         return f"{value:+.6f}" if signed else f"{value:.6f}"
 
-    header = ["step", "mean Dice", "gain", *(f"class {c}" for c in CLASS_IDS)]
+    header = ["step", "mean Dice", "gain", *(f"class {c}" for c in class_ids)]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     for label, values in rows:
         cells = [label, number(values["mean"]), number(values.get("gain"), signed=True),
-                 *(number(values[f"class_{c}"]) for c in CLASS_IDS)]
+                 *(number(values.get(f"class_{c}")) for c in class_ids)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def build_report(config: Config, submission: Path, pairs: pd.DataFrame) -> str:
+def build_report(paths: Paths, submission: Path, pairs: pd.DataFrame) -> str:
     """The markdown report: the step table (or the submission's row alone) and the per-class counts."""
     scored = submission_row(pairs)
-    document_path = ablation_paths(config)[0]
+    document_path = paths.ablation
     if document_path.is_file():
         document = json.loads(document_path.read_text())
         check_final_row(document, scored, submission)
@@ -91,11 +92,12 @@ def build_report(config: Config, submission: Path, pairs: pd.DataFrame) -> str:
         rows = [(VARIANT_LABELS["final"], scored)]
         note = (f"No ablation report ({document_path}): `severstal predict --force` makes one when "
                 "test_labels.csv exists.")
-    counts = class_table(pairs).to_string(formatters={"dice": "{:.6f}".format})
+    class_ids = sorted(int(c) for c in pairs["ClassId"].unique())
+    counts = class_table(pairs, class_ids).to_string(formatters={"dice": "{:.6f}".format})
     images = pairs["ImageId"].nunique()
-    return (f"# Score of {submission} ({config.experiment})\n\n"
+    return (f"# Score of {submission} ({paths.config.experiment_name})\n\n"
             f"{images:,} test images, {len(pairs):,} (image, class) pairs; {note}\n\n"
-            f"{markdown_table(rows)}\n\n"
+            f"{markdown_table(rows, class_ids)}\n\n"
             f"Per class (false positive: a mask predicted on a defect-free pair; false negative: none predicted "
             f"on a defective pair):\n\n```\n{counts}\n```\n")
 
@@ -109,23 +111,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    truth_path = config.data_dir / "test_labels.csv"
+    paths = Paths(config)
+    truth_path = paths.test_labels
     if not truth_path.is_file():
         raise UserError(f"no test truth: {truth_path} does not exist. The report needs the test images' labels "
                         "(the demo data set has them; Kaggle keeps the real test truth secret: submit with "
                         "`severstal kaggle-submit` to get a score)")
-    submission = config.submission_path
+    submission = paths.submission
     if not submission.is_file():
         raise UserError(f"{submission} does not exist: run `severstal predict --config {config.source}` first")
-    frame = read_scored_submission(submission)
-    truth = read_truth(truth_path)
+    frame = read_checked_submission(submission)
+    truth = read_labels(truth_path, "test truth")
     try:
         pairs = score_pairs(frame, truth)
     except ValueError as error:
         raise UserError(f"cannot score {submission} against {truth_path}: {error}") from None
-    text = build_report(config, submission, pairs)
-    target = config.reports_dir / "score_table.md"
-    write_atomically(target, text)
+    text = build_report(paths, submission, pairs)
+    target = paths.score_table
+    with locks.hold(paths.reports / LOCKS, "report", f"the score table of {config.experiment_name}"):
+        write_atomically(target, text)
     print(text)
     print(f"written to {target}")
     print(f"mean_dice {mean_dice(pairs):.6f}")

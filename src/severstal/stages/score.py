@@ -9,46 +9,14 @@ image without rows in the truth file is defect-free (as in train.csv). The last 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from pathlib import Path
 
 import pandas as pd
 
-from ..cli import UserError, run_main
-from ..core.labels import normalise, read_table
 from ..core.metric import class_table, mean_dice, score_pairs
-from ..core.submission import check_submission, read_submission
-
-SHOWN_PROBLEMS = 10
-
-
-def read_scored_submission(path: str | os.PathLike) -> pd.DataFrame:
-    """Read and check a submission (either layout) into the normal frame, or raise ``UserError``."""
-    if not Path(path).is_file():
-        raise UserError(f"submission {path} does not exist")
-    try:
-        raw = read_submission(path)
-    except ValueError as error:
-        raise UserError(f"cannot read the submission: {error}") from None
-    problems = check_submission(raw, None)
-    if problems:
-        more = f"\n  ... and {len(problems) - SHOWN_PROBLEMS:,} more" if len(problems) > SHOWN_PROBLEMS else ""
-        listing = "\n  ".join(problems[:SHOWN_PROBLEMS])
-        count = f"{len(problems):,} problem{'s' if len(problems) > 1 else ''}"
-        raise UserError(f"submission {path} is malformed ({count}; severstal validate checks it fully):"
-                        f"\n  {listing}{more}")
-    return normalise(raw)
-
-
-def read_truth(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a truth label file (either layout) into the normal frame, or raise ``UserError``."""
-    if not Path(path).is_file():
-        raise UserError(f"truth file {path} does not exist")
-    try:
-        return read_table(path)
-    except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise UserError(f"cannot read the truth file {path}: {error}") from None
+from ..infra.commands import run_main
+from ..infra.errors import UserError
+from ..infra.tables import read_checked_submission, read_labels
 
 
 def format_table(table: pd.DataFrame) -> str:
@@ -65,8 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    submission = read_scored_submission(args.submission)
-    truth = read_truth(args.truth)
+    submission = read_checked_submission(args.submission)
+    truth = read_labels(args.truth, "truth")
     try:
         pairs = score_pairs(submission, truth)
     except ValueError as error:

@@ -11,22 +11,25 @@ titles and a legend. ``--best-worst N`` draws the N best and N worst test images
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from ..cli import UserError, add_config_arguments, config_from_args, run_main
-from ..core.checks import image_names
-from ..core.constants import CLASS_IDS
+from ..core.constants import NUM_CLASSES
+from ..core.drawing import overlay_masks
 from ..core.ensemble import best_and_worst, image_scores
 from ..core.labels import masks_for, rle_lookup
 from ..core.metric import dice, score_pairs
-from ..infra.config import Config
-from ..infra.figures import overlay_masks
+from ..infra import locks
+from ..infra.artifacts import LOCKS, Paths
+from ..infra.commands import add_config_arguments, config_from_args, run_main
+from ..infra.data import label_source, locate_images
+from ..infra.errors import UserError
+from ..infra.figures import prediction_figure, save_figure
+from ..infra.images import image_names
+from ..infra.tables import read_checked_submission, read_labels
 
 PREDICTION_ALPHA = 0.45  # opacity of the predicted fill
 TRUTH_OUTLINE = 2  # contour width of the true masks, pixels
@@ -47,11 +50,12 @@ def class_summary(masks: np.ndarray, other: np.ndarray | None = None) -> str:
     """``"class 1: 1,234 px (Dice 0.912), class 3: ..."`` for the non-empty classes of ``masks``.
 
     Args:
-        masks: (H, W, 4) masks to describe.
-        other: (H, W, 4) masks to compare with for the Dice, or None.
+        masks: (H, W, classes) masks to describe.
+        other: (H, W, classes) masks to compare with for the Dice, or None.
     """
     parts = []
-    for channel, class_id in enumerate(CLASS_IDS):
+    for channel in range(masks.shape[-1]):
+        class_id = channel + 1
         area = int(np.count_nonzero(masks[..., channel]))
         other_area = 0 if other is None else int(np.count_nonzero(other[..., channel]))
         if area == 0 and other_area == 0:
@@ -69,18 +73,11 @@ def draw_figure(image: np.ndarray, predicted: np.ndarray | None, truth: np.ndarr
 
     Args:
         image: (H, W, 3) RGB uint8.
-        predicted: (H, W, 4) predicted masks, or None (not in the submission).
-        truth: (H, W, 4) true masks, or None (unknown).
+        predicted: (H, W, classes) predicted masks, or None (not in the submission).
+        truth: (H, W, classes) true masks, or None (unknown).
         title: the figure's title (image id and score).
         path: the PNG to write (atomically).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..infra.figures import legend_handles
-
     panels = []
     if predicted is not None:
         panels.append((f"predicted (filled): {class_summary(predicted, truth)}", prediction_panel(image, predicted)))
@@ -88,23 +85,8 @@ def draw_figure(image: np.ndarray, predicted: np.ndarray | None, truth: np.ndarr
         panels.append((f"true (contours): {class_summary(truth)}", truth_panel(image, truth)))
     if not panels:
         panels.append(("no prediction and no truth for this image", image))
-    height, width = image.shape[:2]
-    figure_width = 16.0
-    panel_height = figure_width * height / width
-    figure, axes = plt.subplots(len(panels), 1, figsize=(figure_width, len(panels) * (panel_height + 0.45) + 0.6),
-                                squeeze=False)
-    for axis, (caption, picture) in zip(axes[:, 0], panels, strict=True):
-        axis.imshow(picture, interpolation="nearest")
-        axis.set_title(caption, fontsize=10, loc="left")
-        axis.set_axis_off()
-    figure.suptitle(title, fontsize=11, x=0.01, ha="left")
-    figure.legend(handles=legend_handles(), loc="upper right", ncol=len(CLASS_IDS), fontsize=9, frameon=False)
-    figure.tight_layout(rect=(0, 0, 1, 0.97))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.stem + ".tmp.png")
-    figure.savefig(temporary, dpi=100)
-    plt.close(figure)
-    os.replace(temporary, path)
+    classes = next((masks.shape[-1] for masks in (predicted, truth) if masks is not None), NUM_CLASSES)
+    save_figure(prediction_figure(panels, title, list(range(1, classes + 1))), path)
 
 
 def read_rgb(path: Path) -> np.ndarray:
@@ -113,31 +95,6 @@ def read_rgb(path: Path) -> np.ndarray:
     if image is None:
         raise UserError(f"cannot read the image {path}")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def label_source(config: Config, images_dir: Path) -> Path | None:
-    """The truth file for images of ``images_dir``: test_labels.csv or train.csv of the data dir, if any."""
-    normal = os.path.normpath(str(images_dir))
-    for folder, labels in (("test_images", "test_labels.csv"), ("train_images", "train.csv")):
-        if normal == os.path.normpath(str(config.data_dir / folder)) and (config.data_dir / labels).is_file():
-            return config.data_dir / labels
-    return None
-
-
-def locate_ids(config: Config, image_ids: Sequence[str]) -> dict[str, Path]:
-    """``{image id: folder}`` for ids found in the data dir's test_images/ or train_images/."""
-    folders = [config.data_dir / "test_images", config.data_dir / "train_images"]
-    names = {folder: set(image_names(folder)) for folder in folders}
-    located, missing = {}, []
-    for image_id in image_ids:
-        folder = next((folder for folder in folders if image_id in names[folder]), None)
-        if folder is None:
-            missing.append(image_id)
-        else:
-            located[image_id] = folder
-    if missing:
-        raise UserError(f"image(s) {', '.join(missing)} are in neither {folders[0]} nor {folders[1]}")
-    return located
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -158,64 +115,65 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .score import read_scored_submission, read_truth
-
     config = config_from_args(args)
-    submission_path = Path(args.submission) if args.submission else config.submission_path
+    paths = Paths(config)
+    submission_path = Path(args.submission) if args.submission else paths.submission
     if not submission_path.is_file():
         raise UserError(f"{submission_path} does not exist: run `severstal predict --config {config.source}` first "
                         "(or give --submission CSV)")
-    submission = read_scored_submission(submission_path)
+    submission = read_checked_submission(submission_path)
     predicted = rle_lookup(submission)
     in_submission = set(submission["ImageId"])
-    out = Path(args.out) if args.out else config.reports_dir / "predictions"
+    out = Path(args.out) if args.out else paths.predictions
 
     jobs: list[tuple[str, Path, Path | None, str]] = []  # (image id, folder, truth file, PNG name)
     if args.best_worst is not None:
         if args.best_worst < 1:
             raise UserError(f"--best-worst needs a positive number, got {args.best_worst}")
-        truth_path = config.data_dir / "test_labels.csv"
+        truth_path = paths.test_labels
         if not truth_path.is_file():
             raise UserError(f"--best-worst needs the test truth {truth_path}, which does not exist")
         try:
-            pairs = score_pairs(submission, read_truth(truth_path))
+            pairs = score_pairs(submission, read_labels(truth_path, "test truth"))
         except ValueError as error:
             raise UserError(f"cannot score {submission_path} against {truth_path}: {error}") from None
         best, worst = best_and_worst(image_scores(pairs), args.best_worst)
-        folder = config.data_dir / "test_images"
-        for old in list(out.glob("best-*.png")) + list(out.glob("worst-*.png")):
-            old.unlink()
         for prefix, ids in (("best", best), ("worst", worst)):
-            jobs += [(i, folder, truth_path, f"{prefix}-{rank}-{Path(i).stem}.png") for rank, i in enumerate(ids, 1)]
+            jobs += [(i, paths.test_images, truth_path, f"{prefix}-{rank}-{Path(i).stem}.png")
+                     for rank, i in enumerate(ids, 1)]
     elif args.ids:
-        for image_id, folder in locate_ids(config, args.ids).items():
-            jobs.append((image_id, folder, label_source(config, folder), f"{Path(image_id).stem}.png"))
+        for image_id, folder in locate_images(paths, args.ids).items():
+            jobs.append((image_id, folder, label_source(paths, folder), f"{Path(image_id).stem}.png"))
     else:
-        folder = Path(args.images) if args.images else config.data_dir / "test_images"
+        folder = Path(args.images) if args.images else paths.test_images
         names = image_names(folder)
         if not names:
             raise UserError(f"{folder} is missing or holds no images")
         names = names[:args.limit] if args.limit > 0 else names
-        truth_file = label_source(config, folder)
+        truth_file = label_source(paths, folder)
         jobs = [(image_id, folder, truth_file, f"{Path(image_id).stem}.png") for image_id in names]
 
     truths: dict[Path, dict] = {}
-    for image_id, folder, truth_file, name in jobs:
-        image = read_rgb(folder / image_id)
-        shape = image.shape[:2]
-        truth = None
-        if truth_file is not None:
-            if truth_file not in truths:
-                truths[truth_file] = rle_lookup(read_truth(truth_file))
-            truth = masks_for(truths[truth_file].get(image_id, {}), shape)
-        prediction = masks_for(predicted.get(image_id, {}), shape) if image_id in in_submission else None
-        title = image_id
-        if prediction is not None and truth is not None:
-            scores = [dice(prediction[..., c], truth[..., c]) for c in range(len(CLASS_IDS))]
-            title += f"   mean Dice over its 4 classes {np.mean(scores):.4f}"
-        elif prediction is None:
-            title += f"   (not in {submission_path})"
-        draw_figure(image, prediction, truth, title, out / name)
+    with locks.hold(out.parent / LOCKS, out.name, f"the figures in {out}"):
+        if args.best_worst is not None:
+            for old in list(out.glob("best-*.png")) + list(out.glob("worst-*.png")):
+                old.unlink()
+        for image_id, folder, truth_file, name in jobs:
+            image = read_rgb(folder / image_id)
+            shape = image.shape[:2]
+            truth = None
+            if truth_file is not None:
+                if truth_file not in truths:
+                    truths[truth_file] = rle_lookup(read_labels(truth_file, "truth"))
+                truth = masks_for(truths[truth_file].get(image_id, {}), shape)
+            prediction = masks_for(predicted.get(image_id, {}), shape) if image_id in in_submission else None
+            title = image_id
+            if prediction is not None and truth is not None:
+                scores = [dice(prediction[..., c], truth[..., c]) for c in range(prediction.shape[-1])]
+                title += f"   mean Dice over its {prediction.shape[-1]} classes {np.mean(scores):.4f}"
+            elif prediction is None:
+                title += f"   (not in {submission_path})"
+            draw_figure(image, prediction, truth, title, out / name)
     print(f"drew {len(jobs)} image(s) into {out}/")
     return 0
 

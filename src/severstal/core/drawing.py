@@ -1,0 +1,58 @@
+"""Class masks drawn over an image (NumPy in, NumPy out), in each class's colour (``constants.CLASS_COLOURS_BGR``)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .constants import CLASS_COLOURS_BGR
+
+
+def overlay_masks(image: np.ndarray, masks: np.ndarray, alpha: float = 0.35, outline: int = 2,
+                  channel_order: str = "rgb") -> np.ndarray:
+    """Draw class masks on an image: a translucent fill and a solid outline in each class's colour.
+
+    Args:
+        image: ``(H, W)`` grey or ``(H, W, 3)`` uint8 image (in ``channel_order``).
+        masks: ``(H, W, classes)`` class masks, channel = class id - 1; non-zero = defect (at most as
+            many classes as there are colours).
+        alpha: opacity of the fill, 0 (outline only) to 1 (solid).
+        outline: outline width in pixels along the inside of each mask's border; 0 for none.
+        channel_order: ``"rgb"`` (matplotlib) or ``"bgr"`` (OpenCV), for both input and output.
+
+    Returns:
+        ``(H, W, 3)`` uint8 image in ``channel_order``; classes are drawn in order 1, 2, ...
+
+    Raises:
+        ValueError: for mismatched shapes or bad options.
+    """
+    if channel_order not in ("rgb", "bgr"):
+        raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
+    if outline < 0:
+        raise ValueError(f"outline must be a non-negative number of pixels, got {outline}")
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)  # (H, W, 3)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image must be (H, W) or (H, W, 3), got shape {image.shape}")
+    masks = np.asarray(masks)
+    if masks.ndim != 3 or masks.shape[:2] != image.shape[:2] or masks.shape[2] > len(CLASS_COLOURS_BGR):
+        raise ValueError(f"masks must be (H, W, classes) = {(*image.shape[:2], 'classes')} with at most "
+                         f"{len(CLASS_COLOURS_BGR)} classes for this image, got {masks.shape}")
+    colours = np.array(CLASS_COLOURS_BGR[:masks.shape[2]], dtype=np.float32)  # (classes, 3)
+    if channel_order == "rgb":
+        colours = colours[:, ::-1]
+    result = image.astype(np.float32)
+    kernel = np.ones((3, 3), dtype=np.uint8)
+    for channel, colour in enumerate(colours):
+        mask = masks[..., channel] != 0  # (H, W)
+        if not mask.any():
+            continue
+        result[mask] = (1.0 - alpha) * result[mask] + alpha * colour
+        if outline:
+            inner = cv2.erode(mask.astype(np.uint8), kernel, iterations=outline, borderValue=1).astype(bool)
+            result[mask & ~inner] = colour
+    return np.clip(np.rint(result), 0, 255).astype(np.uint8)
+

@@ -1,0 +1,459 @@
+"""Every path and file name of an experiment, the state of a trained fold, and the one up-to-date policy.
+
+Layout (``paths.*`` of the config; ``<experiment>`` from the config, ``--data`` or ``--experiment``)::
+
+    <data.dir>/train.csv, train_images/, test_images/, sample_submission.csv [, test_labels.csv]
+    <data.folds_file>                      the folds (+ <stem>.config.yaml: the config that made them)
+    models/<experiment>/<cls|seg>/fold<K>/ best.weights.h5, last.weights.h5, history.csv, curves.png,
+                                           config.yaml, stamp.json, training.json (written last),
+                                           oof.npz, metrics.json [, confusion.png]; backup/ while training
+    models/<experiment>/<cls|seg>/fold<K>.retrain/   a retrain (--force) until it has finished
+    models/<experiment>/thresholds.json
+    reports/<experiment>/eda/, thresholds_class<N>.png, ablation.json, ablation_pairs.csv,
+                         score_table.md, predictions/
+    submissions/<experiment>/submission.csv, submission.meta.json, shards/part-<i>-of-<n>.csv
+    <each of models, reports, submissions>/<experiment>/.locks/   held while a stage writes there
+
+The up-to-date policy, the same for every stage (:func:`decide`): an output made with the same
+config (the keys that shape it) from the same inputs is kept and the stage says so in one line;
+changed inputs (a retrained fold, new OOF files) remake it, naming what changed; a different
+config stops with the list of differences unless ``--force``.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import Config, select
+from .errors import ConfigError, UserError
+from .schema import RuleError, defaults_tree, rule_of, to_tree
+
+# ----------------------------------------------------------------------------- file names
+
+# the data directory (Kaggle's layout)
+TRAIN_IMAGES = "train_images"
+TEST_IMAGES = "test_images"
+TRAIN_LABELS = "train.csv"
+TEST_LABELS = "test_labels.csv"
+SAMPLE_SUBMISSION = "sample_submission.csv"
+
+# a fold folder
+CONFIG_FILE = "config.yaml"
+STAMP_FILE = "stamp.json"  # the config keys and inputs the fold was trained with
+BEST_WEIGHTS = "best.weights.h5"
+LAST_WEIGHTS = "last.weights.h5"
+FINISHED = "training.json"  # written last by the train stage: the fold's training is complete
+HISTORY = "history.csv"
+CURVES = "curves.png"
+OOF = "oof.npz"
+METRICS = "metrics.json"
+CONFUSION = "confusion.png"
+BACKUP_DIR = "backup"
+RETRAIN_SUFFIX = ".retrain"
+
+# an experiment
+THRESHOLDS = "thresholds.json"
+SUBMISSION = "submission.csv"
+LOCKS = ".locks"
+MODEL_KINDS = ("cls", "seg")
+MODEL_NAMES = {"cls": "classifier", "seg": "segmenter"}
+
+# the config keys that shape each output (what a stage compares before reusing it)
+FOLDS_KEYS = ("folds.k", "folds.seed")
+EDA_KEYS = ("data.height", "data.width")
+OOF_KEYS = ("inference.tta", "tune.pixel_thresholds", "tune.min_component_sizes")
+TUNE_KEYS = ("tune", "folds.k")
+PREDICT_KEYS = ("inference.tta", "inference.folds")
+
+
+def training_keys(kind: str) -> tuple[str, ...]:
+    """The config keys a trained fold of ``kind`` depends on (its inputs are the folds file and labels)."""
+    return (kind, "seed", "data.height", "data.width")
+
+
+class Paths:
+    """The paths of one experiment (and of its data directory), from a resolved config."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        experiment = config.experiment_name
+        self.data_dir = Path(config.data.dir)
+        self.train_images = self.data_dir / TRAIN_IMAGES
+        self.test_images = self.data_dir / TEST_IMAGES
+        self.train_labels = self.data_dir / TRAIN_LABELS
+        self.test_labels = self.data_dir / TEST_LABELS
+        self.sample_submission = self.data_dir / SAMPLE_SUBMISSION
+        self.folds_file = Path(config.data.folds_file)
+        self.folds_config = self.folds_file.with_name(f"{self.folds_file.stem}.config.yaml")
+        self.models = Path(config.paths.models) / experiment
+        self.reports = Path(config.paths.reports) / experiment
+        self.submissions = Path(config.paths.submissions) / experiment
+        self.thresholds = self.models / THRESHOLDS
+        self.submission = self.submissions / SUBMISSION
+        self.shards = self.submissions / "shards"
+        self.eda = self.reports / "eda"
+        self.predictions = self.reports / "predictions"
+        self.ablation = self.reports / "ablation.json"
+        self.ablation_pairs = self.reports / "ablation_pairs.csv"
+        self.score_table = self.reports / "score_table.md"
+
+    def model_dir(self, kind: str) -> Path:
+        """``models/<experiment>/<cls|seg>``."""
+        if kind not in MODEL_KINDS:
+            raise ValueError(f"model must be 'cls' or 'seg', got {kind!r}")
+        return self.models / kind
+
+    def fold_dir(self, kind: str, fold: int) -> Path:
+        """``models/<experiment>/<cls|seg>/fold<K>``."""
+        return self.model_dir(kind) / f"fold{int(fold)}"
+
+    def retrain_dir(self, kind: str, fold: int) -> Path:
+        """``models/<experiment>/<cls|seg>/fold<K>.retrain``: where ``train --force`` trains a finished fold anew."""
+        return self.model_dir(kind) / f"fold{int(fold)}{RETRAIN_SUFFIX}"
+
+    def heatmap(self, class_id: int) -> Path:
+        """``reports/<experiment>/thresholds_class<N>.png``."""
+        return self.reports / f"thresholds_class{class_id}.png"
+
+    def shard(self, index: int, count: int) -> Path:
+        """``submissions/<experiment>/shards/part-<i>-of-<n>.csv``."""
+        return self.shards / shard_file_name(index, count)
+
+    def shard_ablation(self, index: int, count: int) -> Path:
+        """``reports/<experiment>/shards/ablation-part-<i>-of-<n>.csv``: one shard's ablation pairs."""
+        return self.reports / "shards" / f"ablation-{shard_file_name(index, count)}"
+
+    def oof_files(self, kind: str) -> dict[int, Path]:
+        """``{fold: models/<experiment>/<kind>/fold<K>/oof.npz}`` for folds 0..k-1."""
+        return {fold: self.fold_dir(kind, fold) / OOF for fold in range(self.config.folds.k)}
+
+
+def shard_file_name(index: int, count: int, suffix: str = ".csv") -> str:
+    """``part-<index>-of-<count>.csv``."""
+    return f"part-{index}-of-{count}{suffix}"
+
+
+def sidecar_path(path: Path) -> Path:
+    """``submission.csv`` -> ``submission.meta.json``: what the submission was made from."""
+    return path.with_suffix(".meta.json")
+
+
+# ----------------------------------------------------------------------------- the up-to-date policy
+
+@dataclass(frozen=True)
+class Stamp:
+    """What an output was made from: the config keys that shape it and its inputs' fingerprints.
+
+    ``config`` holds flattened dotted keys (``{"inference.tta": ["none", "hflip"]}``); ``keys`` the
+    prefixes they were selected by; ``inputs`` a fingerprint (e.g. a SHA-256) per named input.
+    """
+
+    keys: tuple[str, ...]
+    config: dict[str, Any]
+    inputs: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, config: Config, keys: Sequence[str], inputs: Mapping[str, Any] | None = None) -> Stamp:
+        return cls(tuple(keys), select(config.raw, keys), dict(inputs or {}))
+
+    def to_dict(self) -> dict:
+        return {"keys": list(self.keys), "config": self.config, "inputs": self.inputs}
+
+    @classmethod
+    def from_dict(cls, value: Any) -> Stamp | None:
+        """A stamp read back (None for anything that is not one)."""
+        if not isinstance(value, Mapping) or not isinstance(value.get("config"), Mapping):
+            return None
+        return cls(tuple(value.get("keys") or ()), dict(value["config"]), dict(value.get("inputs") or {}))
+
+
+def normalised_flat(flat: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    """Flattened stamp values in their normal form: config keys through the schema's rules (defaults for keys
+    added since the stamp was written), other entries (a stage's own settings) as they are."""
+    values = select(defaults_tree(), keys)
+    for dotted, value in flat.items():
+        rule = rule_of(dotted)
+        if rule is not None:
+            try:
+                value = to_tree(rule(value))
+            except RuleError:
+                pass  # a value this version does not accept: it differs from any current one
+        values[dotted] = value
+    return values
+
+
+def stamp_differences(previous: Stamp, current: Stamp) -> tuple[list[str], list[str]]:
+    """``(config differences as "key: old -> new", changed input names)`` between a saved stamp and the current one."""
+    old, new = normalised_flat(previous.config, current.keys), normalised_flat(current.config, current.keys)
+    differences = [f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(old.keys() | new.keys())
+                   if old.get(key) != new.get(key)]
+    changed = sorted(name for name in previous.inputs.keys() | current.inputs.keys()
+                     if previous.inputs.get(name) != current.inputs.get(name))
+    return differences, changed
+
+
+class Action(enum.Enum):
+    BUILD = "build"  # no usable output: make it
+    SKIP = "skip"  # up to date
+    REDO = "redo"  # inputs changed, or --force
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    note: str  # one line for the log ("" when building from nothing)
+
+
+def decide(what: str, previous: Stamp | None, current: Stamp, force: bool, remedy: str | None = None) -> Decision:
+    """The up-to-date policy of every stage.
+
+    Args:
+        what: the output, for messages (``"seg fold 0 of demo"``, ``"models/demo/thresholds.json"``).
+        previous: the stamp saved with the existing output; None when there is none.
+        current: the stamp the stage would save now.
+        force: ``--force``: remake it whatever the stamp says.
+        remedy: what to do about a different config (default: re-run with ``--force``).
+
+    Returns:
+        The :class:`Decision`; its ``note`` is the one line to print.
+
+    Raises:
+        ConfigError: the output was made with a different config and ``force`` is not set; the
+            message lists the differences and what to do.
+    """
+    if previous is None:
+        return Decision(Action.BUILD, "")
+    differences, changed = stamp_differences(previous, current)
+    if force:
+        return Decision(Action.REDO, f"{what}: --force: making it again")
+    if differences:
+        raise ConfigError(different_config_message(what, differences, remedy))
+    if changed:
+        return Decision(Action.REDO, f"{what}: {', '.join(changed)} changed since it was made: making it again")
+    return Decision(Action.SKIP, f"{what} is up to date (same config and inputs); --force makes it again")
+
+
+def different_config_message(what: str, differences: Sequence[str], remedy: str | None = None) -> str:
+    """The error for an output made with another config (the differences, then what to do)."""
+    from .errors import format_problems
+
+    remedy = remedy or "Re-run with --force to rebuild it with the current config"
+    return (f"{what} was made with a different config:\n{format_problems(differences)}\n"
+            f"{remedy}, or use another experiment name (--experiment NAME) to keep both.")
+
+
+def read_stamp(path: Path) -> Stamp | None:
+    """A stamp file (None when missing or unreadable: the output is then remade)."""
+    try:
+        return Stamp.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return None
+
+
+def read_sidecar(path: Path) -> dict | None:
+    """A submission's ``*.meta.json`` with its ``"stamp"`` as a :class:`Stamp` (None when missing or unreadable)."""
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(saved, dict):
+        return None
+    return {**saved, "stamp": Stamp.from_dict(saved.get("stamp"))}
+
+
+def write_stamp(path: Path, stamp: Stamp) -> None:
+    from .files import write_json
+
+    write_json(path, stamp.to_dict())
+
+
+def file_fingerprint(path: Path) -> str:
+    """``sha256:<hex>`` of a file, or ``"missing"``."""
+    from .files import file_sha256
+
+    return f"sha256:{file_sha256(path)}" if Path(path).is_file() else "missing"
+
+
+# ----------------------------------------------------------------------------- trained folds
+
+class FoldState(enum.Enum):
+    ABSENT = "absent"  # nothing worth keeping (no folder, or no epoch finished)
+    INTERRUPTED = "interrupted"  # epochs done, training not finished: resumable
+    FINISHED = "finished"  # training.json and best weights present
+
+
+@dataclass(frozen=True)
+class FoldStatus:
+    """What a fold folder holds, compared with what the current config would train.
+
+    ``differences`` lists config keys that differ; ``changed`` names inputs that changed (the folds
+    file, the training labels).
+    """
+
+    state: FoldState
+    directory: Path
+    differences: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
+
+    @property
+    def current(self) -> bool:
+        """Made with the current config from the current inputs."""
+        return not self.differences and not self.changed
+
+
+def has_progress(directory: Path) -> bool:
+    """Whether a fold folder holds finished epochs (a backup checkpoint or history rows)."""
+    history = directory / HISTORY
+    return ((directory / BACKUP_DIR).is_dir() and any((directory / BACKUP_DIR).rglob("*"))) or (
+        history.is_file() and history.stat().st_size > 0)
+
+
+def fold_status(directory: Path, current: Stamp | None = None) -> FoldStatus:
+    """The state of one fold folder, and how it differs from ``current`` (when given).
+
+    A folder without ``stamp.json`` (made before stamps existed) is compared on its ``config.yaml``.
+    """
+    directory = Path(directory)
+    finished = (directory / FINISHED).is_file() and (directory / BEST_WEIGHTS).is_file()
+    if finished:
+        state = FoldState.FINISHED
+    elif directory.is_dir() and has_progress(directory):
+        state = FoldState.INTERRUPTED
+    else:
+        return FoldStatus(FoldState.ABSENT, directory)
+    if current is None:
+        return FoldStatus(state, directory)
+    previous = read_stamp(directory / STAMP_FILE)
+    if previous is None:
+        saved = read_saved_config(directory / CONFIG_FILE)
+        previous = Stamp(current.keys, select(saved, current.keys) if saved else {}, {})
+        differences, _ = stamp_differences(previous, current)  # inputs were not recorded: taken as unchanged
+        return FoldStatus(state, directory, tuple(differences))
+    differences, changed = stamp_differences(previous, current)
+    return FoldStatus(state, directory, tuple(differences), tuple(changed))
+
+
+def read_saved_config(path: Path) -> dict | None:
+    """A config saved beside an artifact (a fold's ``config.yaml``, a folds file's ``.config.yaml``) as a
+    mapping; None when missing or unreadable."""
+    import yaml
+
+    try:
+        saved = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return saved if isinstance(saved, dict) else None
+
+
+def fold_numbers(directory: Path) -> list[int]:
+    """Fold numbers of the ``fold<K>`` folders in ``models/<experiment>/<kind>``."""
+    if not directory.is_dir():
+        return []
+    return sorted(int(entry.name[4:]) for entry in directory.iterdir()
+                  if entry.is_dir() and entry.name.startswith("fold") and entry.name[4:].isdigit())
+
+
+def finished_folds(paths: Paths, kind: str) -> list[int]:
+    """Folds of ``kind`` whose training finished."""
+    return [fold for fold in fold_numbers(paths.model_dir(kind))
+            if fold_status(paths.fold_dir(kind, fold)).state is FoldState.FINISHED]
+
+
+def fold_label(kind: str, fold: int, experiment: str) -> str:
+    """``"seg fold 0 of demo"``."""
+    return f"{kind} fold {fold} of {experiment}"
+
+
+# ----------------------------------------------------------------------------- thresholds
+
+def read_thresholds(paths: Paths) -> dict:
+    """The tuned thresholds document; UserError when missing, unreadable or out of range (naming the key).
+
+    Returns:
+        The document (docs/thresholds-format.md) with ``"settings"``: the per-class
+        ``ClassThresholds`` in channel order, checked.
+    """
+    from ..core.thresholds import thresholds_from_document
+
+    path = paths.thresholds
+    if not path.is_file():
+        raise UserError(f"{path} does not exist: run severstal tune first (after training every fold), "
+                        f"e.g. `severstal tune --config {paths.config.source}`")
+    try:
+        document = json.loads(path.read_text())
+    except ValueError as error:
+        raise UserError(f"{path} is not valid JSON ({error}): run severstal tune --force") from None
+    try:
+        settings = thresholds_from_document(document)
+    except ValueError as error:
+        raise UserError(f"{path}: {error}; run severstal tune --force to tune it again") from None
+    return {**document, "settings": settings}
+
+
+def tuned_weights(document: Mapping, kind: str) -> dict[int, str]:
+    """``{fold: weights fingerprint}`` the thresholds were tuned on (from their OOF files' stamps)."""
+    recorded = (document.get("weights") or {}).get(kind) or {}
+    return {int(fold): value for fold, value in recorded.items()} if isinstance(recorded, Mapping) else {}
+
+
+def check_tuned_on(document: Mapping, paths: Paths, kind: str, folds: Iterable[int]) -> None:
+    """UserError unless every fold's weights are those whose OOF statistics the thresholds were tuned on.
+
+    A subset of the tuned folds (``predict --folds``) is fine.
+    """
+    recorded = tuned_weights(document, kind)
+    for fold in folds:
+        weights = paths.fold_dir(kind, fold) / BEST_WEIGHTS
+        if fold not in recorded:
+            raise UserError(
+                f"{paths.thresholds} was not tuned on {kind} fold {fold}'s out-of-fold statistics (it records "
+                f"folds {sorted(recorded) or 'none'}): re-run `severstal oof --model {kind} --fold {fold}` if needed, "
+                f"then `severstal tune --config {paths.config.source}`")
+        current = file_fingerprint(weights)
+        if recorded[fold] != current:
+            from .oof_files import read_oof_stamp
+
+            oof = read_oof_stamp(paths.fold_dir(kind, fold) / OOF)
+            steps = (f"`severstal tune --config {paths.config.source}`" if oof and oof.inputs.get("weights") == current
+                     else f"`severstal oof --model {kind} --fold {fold}` and `severstal tune --config "
+                          f"{paths.config.source}`")
+            raise UserError(
+                f"{kind} fold {fold}'s weights ({weights}) are not those {paths.thresholds} was tuned on: the fold was "
+                f"retrained since. Run {steps}, then predict again")
+
+
+def replace_folder(new: Path, target: Path) -> None:
+    """Move the folder ``new`` to ``target``, replacing what is there (renamed away first, then deleted)."""
+    import shutil
+
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+        os.replace(new, target)
+        shutil.rmtree(old)
+    else:
+        os.replace(new, target)
+
+
+# ----------------------------------------------------------------------------- the stamps of a fold
+
+def data_inputs(paths: Paths) -> dict[str, str]:
+    """The fingerprints of what a fold is trained on: the folds file and the training labels."""
+    return {"folds file": file_fingerprint(paths.folds_file), "training labels": file_fingerprint(paths.train_labels)}
+
+
+def training_stamp(config: Config, paths: Paths, kind: str) -> Stamp:
+    """What a trained fold of ``kind`` is made from (``stamp.json`` in its folder)."""
+    return Stamp.of(config, training_keys(kind), data_inputs(paths))
+
+
+def oof_stamp(config: Config, paths: Paths, kind: str, fold: int) -> Stamp:
+    """What a fold's OOF statistics are made from: the TTA and grid, the weights, the folds and labels."""
+    weights = file_fingerprint(paths.fold_dir(kind, fold) / BEST_WEIGHTS)
+    return Stamp.of(config, OOF_KEYS, {"weights": weights, **data_inputs(paths)})

@@ -1,0 +1,75 @@
+"""What every stage's command line shares: the config options, and turning errors into one message.
+
+A stage's ``main(argv)`` is ``run_main(build_parser(), run, argv)``: a :class:`UserError` (bad
+config, missing input, locked target) and an ``OSError`` (disk full, permission denied) become one
+paragraph on stderr and a non-zero exit code, never a traceback. ``SEVERSTAL_TRACEBACK=1`` shows
+the traceback of an ``OSError`` as well, for debugging.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from .config import DEFAULT_CONFIG, Config, load_config
+from .errors import UserError
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, data: bool = True) -> None:
+    """Add the options every config-driven stage takes: --config, --set, --experiment (and --data)."""
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"experiment config (default {DEFAULT_CONFIG})")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+        help="override a config value (repeatable), e.g. --set seg.epochs=3",
+    )
+    parser.add_argument("--experiment", default=None, help="experiment name (default: from the config)")
+    if data:
+        parser.add_argument("--data", default=None, help="data directory in Kaggle's layout (default: the config's)")
+
+
+def config_from_args(args: argparse.Namespace, overrides: Sequence[str] = ()) -> Config:
+    """The validated config of the standard options (``overrides`` are applied after ``--set``)."""
+    return load_config(args.config, [*args.overrides, *overrides], getattr(args, "data", None), args.experiment)
+
+
+def os_error_message(error: OSError) -> str:
+    """One paragraph for a failed file operation: the file, the reason and what to do."""
+    where = error.filename or "a file"
+    if error.filename2:
+        where = f"{error.filename} -> {error.filename2}"
+    reason = error.strerror or str(error)
+    advice = {
+        errno.ENOSPC: "free some disk space",
+        errno.EDQUOT: "free some disk space (the quota is reached)",
+        errno.EACCES: "check the permissions of the file and its folder",
+        errno.EPERM: "check the permissions of the file and its folder",
+        errno.EROFS: "the file system is read-only: use another folder",
+        errno.ENOENT: "check that it exists",
+    }.get(error.errno, "check the file and its folder")
+    return (f"{where}: {reason}. Nothing was half-written (files are replaced atomically); {advice}, "
+            "then run the same command again.")
+
+
+def run_main(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int | None],
+             argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and call ``run``; turn user and file-system errors into one message and an exit code."""
+    args = parser.parse_args(argv)
+    try:
+        return int(run(args) or 0)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    except BrokenPipeError:  # the output was piped into a command that stopped reading (head)
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (the interpreter flushes it at exit)
+        return 1
+    except OSError as error:
+        if os.environ.get("SEVERSTAL_TRACEBACK"):
+            raise
+        print(f"error: {os_error_message(error)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

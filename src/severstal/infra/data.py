@@ -1,0 +1,121 @@
+"""The data directory and the folds file as the stages read them: labels, class presence, folds, splits.
+
+Every reader turns a missing or malformed file into a :class:`~severstal.infra.errors.UserError`
+that says which file and what to do.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from ..core.ensemble import select_folds
+from ..core.labels import presence_table, rle_lookup
+from ..core.splits import FOLD_COLUMNS
+from .artifacts import Paths
+from .errors import UserError
+from .images import image_names
+from .schema import RuleError, folds_choice
+from .tables import CSV_ERRORS, read_labels
+
+
+def training_labels(paths: Paths) -> pd.DataFrame:
+    """``train.csv`` of the data directory in the normal form."""
+    if not paths.train_labels.is_file():
+        raise UserError(f"{paths.train_labels} does not exist: the data directory must hold Kaggle's train.csv "
+                        "(get the data with severstal download or severstal demo-data, or pass --data DIR)")
+    return read_labels(paths.train_labels, "training labels")
+
+
+def training_lookup(paths: Paths) -> dict[str, dict[int, str]]:
+    """``{ImageId: {ClassId: rle}}`` of the training masks."""
+    return rle_lookup(training_labels(paths))
+
+
+def training_set(paths: Paths) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The training labels and class presence of the images in ``train_images/`` (listed, not opened).
+
+    Returns:
+        ``(labels, presence)``: the normal label frame and ``ImageId, has_1..has_4`` for every
+        image, sorted by name.
+    """
+    names = image_names(paths.train_images)
+    if not names:
+        raise UserError(f"no training images in {paths.train_images}: get the data first (severstal download, "
+                        "or severstal demo-data for the demo set) or pass --data DIR")
+    labels = training_labels(paths)
+    unknown = sorted(set(labels["ImageId"]) - set(names))
+    if unknown:
+        print(f"warning: {len(unknown)} image(s) in {paths.train_labels} are not in {paths.train_images} and are left "
+              f"out (e.g. {unknown[0]}); severstal check-data lists them", file=sys.stderr)
+    return labels, presence_table(labels, names)
+
+
+def read_folds(paths: Paths) -> pd.DataFrame:
+    """The folds file (``ImageId, fold, has_1..has_4``); UserError when it is missing or malformed."""
+    path = paths.folds_file
+    if not path.is_file():
+        raise UserError(f"folds file {path} does not exist: run severstal folds first "
+                        f"(severstal folds --config {paths.config.source})")
+    try:
+        folds = pd.read_csv(path, dtype={"ImageId": str})
+    except CSV_ERRORS as error:
+        raise UserError(f"cannot read the folds file {path} ({error}): re-make it with severstal folds --force") \
+            from None
+    if list(folds.columns) != FOLD_COLUMNS or not pd.api.types.is_integer_dtype(folds["fold"]):
+        raise UserError(f"{path} must have the columns {','.join(FOLD_COLUMNS)} with whole fold numbers: "
+                        "re-make it with severstal folds --force")
+    return folds
+
+
+def chosen_folds(text: str, folds: pd.DataFrame) -> list[int]:
+    """The folds a ``--fold`` option names (``all``, ``3`` or ``0,2``), among those of the folds file."""
+    available = sorted(int(fold) for fold in folds["fold"].unique())
+    try:
+        return select_folds(folds_choice()(text), available)
+    except (ValueError, RuleError) as error:
+        raise UserError(f"--fold {text}: {error} (the folds file has folds {available})") from None
+
+
+def split_ids(folds: pd.DataFrame, fold: int) -> tuple[list[str], list[str]]:
+    """``(training image ids, validation image ids)`` of ``fold``."""
+    validation = folds["fold"].astype(int) == fold
+    return folds.loc[~validation, "ImageId"].tolist(), folds.loc[validation, "ImageId"].tolist()
+
+
+def test_truth(paths: Paths, images_dir: str | os.PathLike) -> dict[str, dict[int, str]] | None:
+    """The test truth ``{ImageId: {ClassId: rle}}`` when ``test_labels.csv`` exists and the default test images
+    are the ones predicted; None otherwise."""
+    if not paths.test_labels.is_file() or os.path.normpath(str(images_dir)) != os.path.normpath(str(paths.test_images)):
+        return None
+    return rle_lookup(read_labels(paths.test_labels, "test truth"))
+
+
+def label_source(paths: Paths, images_dir: str | os.PathLike) -> Path | None:
+    """The truth file of the images in ``images_dir``: test_labels.csv or train.csv of the data dir, if any."""
+    normal = os.path.normpath(str(images_dir))
+    for folder, labels in ((paths.test_images, paths.test_labels), (paths.train_images, paths.train_labels)):
+        if normal == os.path.normpath(str(folder)) and labels.is_file():
+            return labels
+    return None
+
+
+def locate_images(paths: Paths, image_ids: Sequence[str]) -> dict[str, Path]:
+    """``{image id: folder}`` for ids found in the data dir's test_images/ or train_images/."""
+    folders = [paths.test_images, paths.train_images]
+    names = {folder: set(image_names(folder)) for folder in folders}
+    located, missing = {}, []
+    for image_id in image_ids:
+        folder = next((folder for folder in folders if image_id in names[folder]), None)
+        if folder is None:
+            missing.append(image_id)
+        else:
+            located[image_id] = folder
+    if missing:
+        raise UserError(f"image(s) {', '.join(missing)} are in neither {folders[0]} nor {folders[1]}")
+    return located
+
