@@ -20,9 +20,11 @@ import sys
 import time
 from pathlib import Path
 
-from severstal.cli import add_config_arguments, config_from_args
-from severstal.core.checks import image_names
-from severstal.core.labels import read_table, rle_lookup
+from severstal.core.labels import rle_lookup
+from severstal.infra.artifacts import Paths
+from severstal.infra.commands import add_config_arguments, config_from_args
+from severstal.infra.images import image_names
+from severstal.infra.tables import read_table
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,29 +40,32 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     config = config_from_args(args)
-    from severstal.nn.models import build_model, compile_model, configure_hardware
+    from severstal.nn.hardware import configure_hardware
+    from severstal.nn.models import build_model
     from severstal.nn.pipeline import input_spec, make_samples, training_dataset
     from severstal.nn.tfsetup import keras, tf
+    from severstal.nn.training import compile_model
 
-    section = config[args.model]
-    names = image_names(config.data_dir / "train_images")
+    section = config.model(args.model)
+    paths = Paths(config)
+    names = image_names(paths.train_images)
     if not names:
-        print(f"error: no training images in {config.data_dir / 'train_images'} (make the demo data first: "
+        print(f"error: no training images in {paths.train_images} (make the demo data first: "
               "severstal demo-data --config configs/demo.yaml)", file=sys.stderr)
         return 1
-    lookup = rle_lookup(read_table(config.data_dir / "train.csv"))
-    keras.utils.set_random_seed(int(config["seed"]))
-    _, hardware = configure_hardware(config["hardware"])
-    spec = input_spec(int(config["data"]["height"]), int(config["data"]["width"]), float(section.get("scale", 1.0)))
-    batch_size = int(section["batch_size"])
-    pipeline, steps_per_epoch = training_dataset(make_samples(names, config.data_dir / "train_images", lookup),
-                                                 args.model, section, spec, int(config["seed"]), batch_size)
+    lookup = rle_lookup(read_table(paths.train_labels))
+    keras.utils.set_random_seed(config.seed)
+    _, hardware = configure_hardware(config.hardware)
+    spec = input_spec(config.data.height, config.data.width, section.scale)
+    batch_size = section.batch_size
+    pipeline, steps_per_epoch = training_dataset(make_samples(names, paths.train_images, lookup),
+                                                 args.model, section, spec, config.seed, batch_size)
     batches = list(pipeline.take(args.steps))  # the same kind of batches, decoded and augmented beforehand
     images = tf.concat([x for x, _ in batches], axis=0)
     targets = tf.concat([y for _, y in batches], axis=0)
     memory = tf.data.Dataset.from_tensor_slices((images, targets)).batch(batch_size).repeat().prefetch(2)
     model = build_model(args.model, section)
-    compile_model(model, args.model, section, steps_per_epoch, jit_compile=bool(config.get("hardware.xla")))
+    compile_model(model, args.model, section, steps_per_epoch, jit_compile=config.hardware.xla)
     model.fit(memory, steps_per_epoch=3, epochs=1, verbose=0)  # trace the training step once
 
     class Timer(keras.callbacks.Callback):
@@ -92,14 +97,14 @@ def main(argv=None) -> int:
     alone = args.steps / (time.perf_counter() - started)
     in_memory, streamed = statistics.median(memory_rates), statistics.median(pipeline_rates)
     result = {
-        "model": args.model, "config": config.source, "data": str(config.data_dir), "hardware": hardware,
-        "batch_size": batch_size, "input_size": list(spec.size), "crop": section.get("crop"), "steps": args.steps,
+        "model": args.model, "config": config.source, "data": str(paths.data_dir), "hardware": hardware,
+        "batch_size": batch_size, "input_size": list(spec.size), "crop": section.crop, "steps": args.steps,
         "in_memory_steps_per_second": round(in_memory, 3), "pipeline_steps_per_second": round(streamed, 3),
         "pipeline_fraction_of_in_memory": round(streamed / in_memory, 3),
         "pipeline_alone_batches_per_second": round(alone, 2),
     }
     print(f"{args.model} on {hardware}, batch {batch_size}, images {spec.size[0]} x {spec.size[1]}, crop "
-          f"{section.get('crop')}: in memory {in_memory:.2f} steps/s, real pipeline {streamed:.2f} steps/s "
+          f"{section.crop}: in memory {in_memory:.2f} steps/s, real pipeline {streamed:.2f} steps/s "
           f"= {100 * streamed / in_memory:.0f}% (target >= 90%); the pipeline alone delivers {alone:.1f} batches/s")
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 
 from severstal.core.constants import CLASS_IDS, NUM_TEST_IMAGES
-from severstal.core.labels import read_table
 from severstal.core.metric import class_table, mean_dice, score_pairs
+from severstal.infra.tables import read_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_rle import benchmark_rles  # noqa: E402  (the bench folder is not a package)

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from severstal import __version__
-from severstal.cli import UserError
 from severstal.cli import main as severstal
 from severstal.infra.config import load_config
+from severstal.infra.errors import UserError
 from severstal.kaggle import notebook as kaggle_notebook
 from severstal.kaggle.notebook import BundleError
 from severstal.stages import bundle

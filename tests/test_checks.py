@@ -8,9 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from severstal.core.checks import check_image_bytes, check_label_frame, digest, find_duplicates, image_names
-from severstal.core.labels import read_table, to_submission_layout
-from severstal.stages.check_data import bad_images, check_data_directory, main
+from severstal.core.checks import check_image_bytes, check_label_frame, digest, find_duplicates
+from severstal.core.labels import to_submission_layout
+from severstal.infra.images import bad_images, image_names
+from severstal.infra.tables import read_table
+from severstal.stages.check_data import check_data_directory, main
 
 
 def jpeg(value: int = 100, shape=(256, 1600)) -> bytes:
@@ -68,10 +70,10 @@ def test_check_label_frame_reports_every_problem():
         "EncodedPixels": ["1 10", "", "1 2", "5 5", "1 1", "10 5 3 2"],
     })
     assert check_label_frame(frame, ["a.jpg", "b.jpg"]) == [
-        "train.csv line 4: ClassId 5 is not one of (1, 2, 3, 4)",
-        "train.csv line 5: duplicate row for (a.jpg, class 1)",
-        "train.csv line 6: image gone.jpg does not exist",
-        "train.csv line 7: invalid EncodedPixels for b.jpg class 4: RLE runs are unsorted: run 2 starts at 3 "
+        "train.csv line 4 (b.jpg): ClassId 5 is not one of (1, 2, 3, 4)",
+        "train.csv line 5 (a.jpg): duplicate row for class 1",
+        "train.csv line 6 (gone.jpg): the image does not exist",
+        "train.csv line 7 (b.jpg): invalid EncodedPixels for class 4: RLE runs are unsorted: run 2 starts at 3 "
         "but run 1 covers 10..14",
     ]
 
@@ -85,7 +87,7 @@ def test_check_label_frame_reports_every_problem():
 ])
 def test_check_label_frame_rle(rle, reason):
     frame = pd.DataFrame({"ImageId": ["a.jpg"], "ClassId": [2], "EncodedPixels": [rle]})
-    prefix = "labels.csv line 2: invalid EncodedPixels for a.jpg class 2"
+    prefix = "labels.csv line 2 (a.jpg): invalid EncodedPixels for class 2"
     expected = [] if reason is None else [f"{prefix}: {reason}"]
     assert check_label_frame(frame, ["a.jpg"], source="labels.csv") == expected
 
@@ -134,8 +136,8 @@ def test_check_data_directory_reports_all_problems(tmp_path):
     assert problems == [
         "train_images/small.jpg: size 255 x 1600 (height x width), expected 256 x 1600",
         "train_images/t2.jpg: truncated: the JPEG has no end-of-image marker (FFD9)",
-        "train.csv line 4: image missing.jpg does not exist",
-        "train.csv line 5: duplicate row for (t0.jpg, class 1)",
+        "train.csv line 4 (missing.jpg): the image does not exist",
+        "train.csv line 5 (t0.jpg): duplicate row for class 1",
         "test_images/s1.jpg: empty file",
         "sample_submission.csv: 1 of 2 test images have no row: s1.jpg",
         "sample_submission.csv line 2: ClassId '6' is not one of 0-4",
@@ -146,8 +148,8 @@ def test_check_data_directory_reports_all_problems(tmp_path):
 @pytest.mark.parametrize(("setup", "expected"), [
     (lambda root: (root / "train.csv").unlink(), ["train.csv is missing"]),
     (lambda root: shutil.rmtree(root / "train_images"),
-     ["train_images/ is missing or holds no images", "train.csv line 2: image t0.jpg does not exist",
-      "train.csv line 3: image t1.jpg does not exist"]),
+     ["train_images/ is missing or holds no images", "train.csv line 2 (t0.jpg): the image does not exist",
+      "train.csv line 3 (t1.jpg): the image does not exist"]),
     (lambda root: (root / "train.csv").write_text("Image,Class\na.jpg,1\n"),
      ["train.csv: unexpected columns ['Image', 'Class']: expected ImageId,ClassId,EncodedPixels (any order) "
       "or the 2019 layout ImageId_ClassId,EncodedPixels"]),
@@ -162,11 +164,11 @@ def test_bad_images(tmp_path):
     root = make_data_dir(tmp_path)
     (root / "train_images" / "t1.jpg").write_bytes(jpeg(30)[:1000])
     (root / "test_images" / "s0.jpg").write_bytes(b"junk")
-    assert bad_images(root, "train", progress=False) == {
+    assert bad_images(root / "train_images", progress=False) == {
         "t1.jpg": "truncated: the JPEG has no end-of-image marker (FFD9)"}
-    assert bad_images(root, "test", progress=False) == {"s0.jpg": "cannot be decoded as an image"}
-    with pytest.raises(ValueError, match="split must be"):
-        bad_images(root, "valid")
+    assert bad_images(root / "test_images", progress=False) == {"s0.jpg": "cannot be decoded as an image"}
+    assert bad_images(root / "train_images", ["t0.jpg"], progress=False) == {}  # only the names asked for
+    assert bad_images(root / "train_images", shape=(128, 800), progress=False)["t0.jpg"].startswith("size 256 x 1600")
 
 
 def test_stage_exit_codes(tmp_path, capsys, repo_root):
@@ -179,8 +181,8 @@ def test_stage_exit_codes(tmp_path, capsys, repo_root):
     assert main(["--config", config, "--data", str(root)]) == 1
     err = capsys.readouterr().err
     assert "check-data found 60 problems" in err
-    assert "train_images/bad49.jpg: cannot be decoded" in err and "bad50.jpg" not in err
-    assert "... and 10 more (--all lists them)" in err
+    assert "train_images/bad19.jpg: cannot be decoded" in err and "bad20.jpg" not in err  # the first 20
+    assert "... and 40 more (--all lists them)" in err
     assert main(["--config", config, "--data", str(root), "--all"]) == 1
     assert "bad59.jpg" in capsys.readouterr().err
     assert main(["--config", config, "--data", str(tmp_path / "absent")]) == 1

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from severstal.core import synthetic
-from severstal.core.labels import read_table
 from severstal.core.rle import decode, encode
+from severstal.infra.tables import read_table
 from severstal.stages import demo_data
 
 SMALL = ["--train", "12", "--test", "6", "--seed", "3"]

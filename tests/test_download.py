@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 import requests
 
-from severstal.cli import UserError
 from severstal.core.constants import COMPETITION
+from severstal.infra.errors import UserError
+from severstal.kaggle import competition
 from severstal.kaggle.api import credential_sources, kaggle_config_dir, translate_error
+from severstal.kaggle.competition import MARKER, download_competition, verify_download
 from severstal.stages import download
-from severstal.stages.download import MARKER, download_competition, verify_download
 
 SECRET = "s3cr3t-key-0123456789"
 KAGGLE_VARIABLES = ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_CONFIG_DIR",
@@ -237,7 +238,7 @@ def test_verify_download(tmp_path):
 def test_stage_with_rejected_credentials_prints_no_secret(no_credentials, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("KAGGLE_USERNAME", "someone")
     monkeypatch.setenv("KAGGLE_KEY", SECRET)
-    monkeypatch.setattr(download, "load_client", lambda action: FakeClient(http_error(403)))
+    monkeypatch.setattr(competition, "load_client", lambda action: FakeClient(http_error(403)))
     assert download.main(["--out", str(tmp_path / "data")]) == 1
     captured = capsys.readouterr()
     assert "HTTP 403" in captured.err and "Traceback" not in captured.err

@@ -6,9 +6,10 @@ import pandas as pd
 import pytest
 
 from severstal.core.constants import CLASS_COLOURS_RGB
+from severstal.core.drawing import overlay_masks
 from severstal.core.rle import encode
 from severstal.core.splits import PRESENCE_COLUMNS
-from severstal.infra.figures import legend_handles, overlay_masks
+from severstal.infra.figures import legend_handles
 from severstal.stages import eda
 
 
@@ -84,7 +85,7 @@ def test_overlay_with_nothing_to_draw_is_the_image():
 @pytest.mark.parametrize(
     ("image_shape", "masks_shape", "options", "message"),
     [
-        ((5, 5), (5, 6, 4), {}, "masks must be \\(5, 5, 4\\)"),
+        ((5, 5), (5, 6, 4), {}, "masks must be \\(H, W, classes\\) with \\(H, W\\) = \\(5, 5\\)"),
         ((5, 5), (5, 5), {}, "masks must be"),
         ((5, 5, 4), (5, 5, 4), {}, "image must be"),
         ((5, 5), (5, 5, 4), {"channel_order": "hsv"}, "channel_order"),
@@ -138,15 +139,18 @@ def test_eda_stage_draws_then_skips_then_redraws(tmp_path, monkeypatch, capsys, 
 
     stamps = {p.name: p.stat().st_mtime_ns for p in out_dir.glob("*.png")}
     assert eda.main(argv) == 0
-    assert capsys.readouterr().out.strip() == "eda: 8 figures in reports/demo-tiny/eda are up to date"
+    assert capsys.readouterr().out.strip().startswith("eda: reports/demo-tiny/eda (8 figures) is up to date")
     assert stamps == {p.name: p.stat().st_mtime_ns for p in out_dir.glob("*.png")}
 
-    assert eda.main([*argv, "--set", "seed=1"]) == 0
-    assert "the config changed" in capsys.readouterr().out
-    assert eda.main([*argv, "--set", "seed=1"]) == 0
+    assert eda.main([*argv, "--set", "seed=1"]) == 0  # the training seed does not shape the figures
     assert "up to date" in capsys.readouterr().out
+    assert eda.main([*argv, "--set", f"data.width={WIDTH * 2}"]) == 1  # the image size does
+    assert "made with a different config:\n  data.width" in capsys.readouterr().err
+    (tiny := tmp_path / "tiny" / "train.csv").write_text(tiny.read_text().replace(",3,", ",4,", 1))
+    assert eda.main(argv) == 0
+    assert "training labels changed since it was made: making it again" in capsys.readouterr().out
     (out_dir / "images_per_class.png").unlink()
-    assert eda.main([*argv, "--set", "seed=1"]) == 0
+    assert eda.main(argv) == 0
     assert (out_dir / "images_per_class.png").is_file()
 
 

@@ -14,7 +14,6 @@ from severstal.core.ensemble import (
     mask_rows,
     mean_probabilities,
     merge_shards,
-    parse_choice_list,
     parse_shard,
     rows_frame,
     select_folds,
@@ -48,32 +47,17 @@ def test_mean_probabilities_rejects(bad):
         mean_probabilities(bad)
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("none,hflip", ("none", "hflip")),
-    (["both"], ("both",)),
-    (" vflip , none ", ("vflip", "none")),
-])
-def test_parse_choice_list(value, expected):
-    assert parse_choice_list(value, ("none", "hflip", "vflip", "both"), "tta") == expected
-
-
-@pytest.mark.parametrize("value", ["", "none,none", "rot90", []])
-def test_parse_choice_list_rejects(value):
-    with pytest.raises(ValueError, match="tta"):
-        parse_choice_list(value, ("none", "hflip", "vflip", "both"), "tta")
-
-
 @pytest.mark.parametrize("spec, expected", [
-    ("all", [0, 1, 2]), (None, [0, 1, 2]), ("2,0", [0, 2]), ([1], [1]), ("ALL", [0, 1, 2]),
+    ("all", [0, 1, 2]), (None, [0, 1, 2]), ("2,0", [0, 2]), ([1], [1]), ("ALL", [0, 1, 2]), ((2, 0), [0, 2]), (1, [1]),
 ])
 def test_select_folds(spec, expected):
     assert select_folds(spec, [2, 0, 1]) == expected
 
 
 @pytest.mark.parametrize("spec, available, message", [
-    ("3", [0, 1], "no trained model"),
+    ("3", [0, 1], "fold\\(s\\) \\[3\\] are not available; available: \\[0, 1\\]"),
     ("a,b", [0, 1], "fold numbers"),
-    ("all", [], "no trained fold"),
+    ("all", [], "no fold to use"),
 ])
 def test_select_folds_rejects(spec, available, message):
     with pytest.raises(ValueError, match=message):

@@ -62,7 +62,7 @@ def test_fold_counts_by_hand():
 @pytest.mark.parametrize(
     ("table", "k", "seed", "message"),
     [
-        (eight_images().drop(columns="has_4"), 2, 0, "lacks columns \\['has_4'\\]"),
+        (eight_images().drop(columns=["has_1", "has_2", "has_3", "has_4"]), 2, 0, "lacks columns: it needs ImageId"),
         (pd.concat([eight_images(), eight_images().iloc[:1]]), 2, 0, "image h.jpg appears 2 times"),
         (eight_images().assign(has_2=2), 2, 0, "column has_2 must hold 0 or 1"),
         (eight_images(), 1, 0, "at least 2, got 1"),
@@ -128,9 +128,9 @@ def test_folds_stage_writes_folds_and_config_then_is_a_no_op(workspace, capsys):
     assert written["ImageId"].tolist() == sorted(LABELS)
     assert sorted(written["fold"].unique()) == [0, 1]  # demo.yaml: folds.k = 2
     assert written.set_index("ImageId").loc["img05.jpg", PRESENCE_COLUMNS].tolist() == [0, 0, 1, 1]
-    saved = yaml.safe_load((directory / "f.config.yaml").read_text())
-    assert set(saved) == {"data", "folds"}
+    saved = yaml.safe_load((directory / "f.config.yaml").read_text())  # the resolved config
     assert saved["folds"] == {"k": 2, "seed": 42} and saved["data"]["folds_file"] == "f.csv"
+    assert saved["seg"]["epochs"] == 18
     output = capsys.readouterr().out
     assert "wrote f.csv: 12 images in 2 folds (seed 42)" in output and "no defect" in output
 
@@ -138,15 +138,15 @@ def test_folds_stage_writes_folds_and_config_then_is_a_no_op(workspace, capsys):
     assert run() == 0
     assert capsys.readouterr().out.strip() == "folds: f.csv is up to date (2 folds, seed 42, 12 images)"
     assert (directory / "f.csv").stat().st_mtime_ns == modified
-    assert sorted(p.name for p in directory.iterdir()) == ["data", "f.config.yaml", "f.csv"]  # no temporaries
+    assert sorted(p.name for p in directory.iterdir()) == ["data", "f.config.yaml", "f.csv"]  # no temporaries, no lock
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (("--k", "3"), "made with a different config .*folds.k: 2 -> 3"),
+        (("--k", "3"), "made with a different config:\n  folds.k: 2 -> 3"),
         (("--seed", "5"), "folds.seed: 42 -> 5"),
-        (("--set", "data.height=128"), "data.height: 256 -> 128"),
+        (("--set", "folds.seed=5"), "folds.seed: 42 -> 5"),
     ],
 )
 def test_folds_stage_refuses_a_different_config_unless_forced(workspace, capsys, change, message):
@@ -156,31 +156,43 @@ def test_folds_stage_refuses_a_different_config_unless_forced(workspace, capsys,
     capsys.readouterr()
     assert run(*change) == 1
     error = capsys.readouterr().err
-    assert error.startswith("error: the folds file f.csv exists but it was made with a different config")
+    assert error.startswith("error: the folds file f.csv was made with a different config")
     assert re.search(message, error) and "--force" in error
     assert (directory / "f.csv").read_text() == before
     assert run(*change, "--force") == 0
     assert run(*change) == 0  # now up to date with the new config
 
 
-def test_folds_stage_refuses_a_different_image_list(workspace, capsys):
+def test_folds_stage_keys_that_do_not_shape_folds_keep_them(workspace, capsys):
     directory, run = workspace
     assert run() == 0
+    before = (directory / "f.csv").read_text()
+    capsys.readouterr()
+    assert run("--set", "seg.epochs=2", "--set", "inference.tta=[none]") == 0
+    assert "is up to date" in capsys.readouterr().out
+    assert (directory / "f.csv").read_text() == before
+
+
+def test_folds_stage_remakes_folds_for_a_changed_image_list(workspace, capsys):
+    directory, run = workspace
+    assert run() == 0
+    capsys.readouterr()
     write_data(directory / "data", {**LABELS, "img12.jpg": [3]})
-    assert run() == 1
-    error = capsys.readouterr().err
-    assert "it is for a different image list (the data lacks 0 of its 12 images; it lacks 1 of the data's 13)" in error
-    assert run("--force") == 0
+    assert run() == 0
+    assert ("the data lack 0 of its 12 images and it lacks 1 of the data's 13: making the folds again"
+            in capsys.readouterr().out)
     assert len(pd.read_csv(directory / "f.csv")) == 13
 
 
-def test_folds_stage_refuses_changed_labels(workspace, capsys):
+def test_folds_stage_remakes_folds_for_changed_labels(workspace, capsys):
     directory, run = workspace
     assert run() == 0
-    (directory / "f.config.yaml").unlink()  # an old file without a saved config is checked by content
+    (directory / "f.config.yaml").unlink()  # a file without its saved config is compared on its content
+    capsys.readouterr()
     write_data(directory / "data", {**LABELS, "img09.jpg": [2]})
-    assert run() == 1
-    assert "1 class labels in it differ from the data's train.csv" in capsys.readouterr().err
+    assert run() == 0
+    assert "1 class labels differ from the data's train.csv: making the folds again" in capsys.readouterr().out
+    assert pd.read_csv(directory / "f.csv").set_index("ImageId").loc["img09.jpg", "has_2"] == 1
 
 
 @pytest.mark.parametrize(
@@ -188,7 +200,7 @@ def test_folds_stage_refuses_changed_labels(workspace, capsys):
     [
         ("no_images", "no training images in data/train_images"),
         ("no_labels", "data/train.csv does not exist"),
-        ("bad_labels", "cannot read data/train.csv: unexpected columns"),
+        ("bad_labels", "cannot read the training labels file data/train.csv: unexpected columns"),
         ("too_many_folds", "cannot make 20 folds of 12 images"),
     ],
 )

@@ -6,10 +6,11 @@ import pandas as pd
 import pytest
 import requests
 
-from severstal.cli import UserError
 from severstal.core.constants import COMPETITION
+from severstal.infra.errors import UserError
+from severstal.kaggle import competition
+from severstal.kaggle.competition import submit_file
 from severstal.stages import kaggle_submit
-from severstal.stages.kaggle_submit import submit_file
 
 NAMES = ["a.jpg", "b.jpg", "c.jpg"]
 
@@ -86,7 +87,7 @@ def test_stage_validates_then_submits(tmp_path, monkeypatch, capsys, repo_root, 
     pd.DataFrame({"ImageId": NAMES, "EncodedPixels": ["1 5", "", ""], "ClassId": [2, 1, 1]}).to_csv(
         submission, index=False)
     client = FakeClient(Answer("Successfully submitted"))
-    monkeypatch.setattr(kaggle_submit, "load_client", lambda action: client)
+    monkeypatch.setattr(competition, "load_client", lambda action: client)
     assert kaggle_submit.main(arguments(repo_root, root, "--file", str(submission), "-m", "first try")) == 0
     out = capsys.readouterr().out
     assert out.endswith("Kaggle: Successfully submitted\n")
@@ -99,12 +100,12 @@ def test_stage_refuses_an_invalid_file(tmp_path, monkeypatch, capsys, repo_root)
     submission = tmp_path / "submission.csv"
     pd.DataFrame({"ImageId": NAMES[:2], "EncodedPixels": ["", ""], "ClassId": [1, 9]}).to_csv(
         submission, index=False)
-    monkeypatch.setattr(kaggle_submit, "load_client", pytest.fail)
+    monkeypatch.setattr(competition, "load_client", pytest.fail)
     assert kaggle_submit.main(arguments(repo_root, root, "--file", str(submission), "-m", "x")) == 1
     err = capsys.readouterr().err
     assert "1 of 3 test images have no row: c.jpg" in err
     assert "line 3: ClassId '9' is not one of 0-4" in err
-    assert f"error: {submission} was not submitted" in err
+    assert f"error: {submission} is not a valid submission" in err and "so it was not submitted" in err
 
 
 def test_stage_default_file_and_missing_test_list(tmp_path, capsys, repo_root, monkeypatch):

@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 
 from severstal.core.ensemble import empty_rows, rows_frame, shard_ids, submission_csv
+from severstal.infra.artifacts import Paths, sidecar_path
 from severstal.infra.config import load_config
+from severstal.infra.stamps import Stamp, images_fingerprint
 from severstal.stages import merge
-from severstal.stages.predict import shard_ablation_path, shards_dir, sidecar_path, text_sha256
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 IMAGES = ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"]
@@ -21,8 +22,9 @@ def rows(image_ids):
 
 
 def fingerprint(names=IMAGES, thresholds="t1"):
-    return {"thresholds_sha256": thresholds,
-            "images": {"dir": "data/test_images", "count": len(names), "names_sha256": text_sha256("\n".join(names))}}
+    """A predict stamp as the shards' sidecars record it."""
+    return Stamp(("inference.tta",), {"inference.tta": ["none"]},
+                 {"thresholds": thresholds, "images": images_fingerprint(Path("data/test_images"), names)}).to_dict()
 
 
 @pytest.fixture
@@ -37,10 +39,10 @@ def workspace(tmp_path, monkeypatch):
 
 
 def write_part(config, index, count, image_ids, layout="long", print_=None, shard=None):
-    path = shards_dir(config) / f"part-{index}-of-{count}.csv"
+    path = Paths(config).shard(index, count)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(submission_csv(rows_frame(rows(image_ids)), layout))
-    sidecar_path(path).write_text(json.dumps({"fingerprint": print_ or fingerprint(),
+    sidecar_path(path).write_text(json.dumps({"stamp": print_ or fingerprint(),
                                               "shard": shard or f"{index}/{count}"}))
     return path
 
@@ -55,11 +57,11 @@ def write_parts(config, count, layout="long"):
 def test_merge_equals_the_single_file(workspace, capsys, count, layout):
     write_parts(workspace, count, layout)
     assert merge.main(["--config", "config.yaml"]) == 0
-    assert workspace.submission_path.read_text() == submission_csv(rows_frame(rows(IMAGES)), layout)
-    saved = json.loads(sidecar_path(workspace.submission_path).read_text())
-    assert saved["fingerprint"] == fingerprint() and saved["shard"] is None
+    assert Paths(workspace).submission.read_text() == submission_csv(rows_frame(rows(IMAGES)), layout)
+    saved = json.loads(sidecar_path(Paths(workspace).submission).read_text())
+    assert saved["stamp"] == fingerprint() and saved["shard"] is None
     assert f"merged {count} part(s)" in capsys.readouterr().out
-    assert not (workspace.reports_dir / "ablation.json").exists()  # the parts scored no truth
+    assert not (Paths(workspace).reports / "ablation.json").exists()  # the parts scored no truth
 
 
 def test_merge_joins_the_ablation_pairs(workspace):
@@ -70,14 +72,14 @@ def test_merge_joins_the_ablation_pairs(workspace):
                               "true_area": 0, "empty_area": 0, "empty_dice": 1.0})
         pairs["final_area"] = [10 if (i, c) in MASKS else 0 for i, c in zip(pairs.ImageId, pairs.ClassId, strict=True)]
         pairs["final_dice"] = (pairs["final_area"] == 0).astype(float)
-        path = shard_ablation_path(workspace, (index, 2))
+        path = Paths(workspace).shard_ablation(index, 2)
         path.parent.mkdir(parents=True, exist_ok=True)
         pairs.to_csv(path, index=False)
     assert merge.main(["--config", "config.yaml"]) == 0
-    document = json.loads((workspace.reports_dir / "ablation.json").read_text())
+    document = json.loads((Paths(workspace).reports / "ablation.json").read_text())
     assert [(v["name"], v["mean_dice"]) for v in document["variants"]] == [("empty", 1.0), ("final", 0.9)]
     assert [entry["ImageId"] for entry in document["worst_images"]] == ["b.jpg", "e.jpg"]
-    merged = pd.read_csv(workspace.reports_dir / "ablation_pairs.csv")
+    merged = pd.read_csv(Paths(workspace).reports / "ablation_pairs.csv")
     assert merged["ImageId"].tolist() == [i for i in IMAGES for _ in range(4)]
 
 
@@ -86,7 +88,7 @@ def test_missing_part(workspace, capsys):
     write_part(workspace, 3, 3, shard_ids(IMAGES, 3, 3))
     assert merge.main(["--config", "config.yaml"]) == 1
     assert "part(s) [2] of 3 are missing" in capsys.readouterr().err
-    assert not workspace.submission_path.exists()
+    assert not Paths(workspace).submission.exists()
 
 
 @pytest.mark.parametrize("case, message", [
@@ -96,7 +98,7 @@ def test_missing_part(workspace, capsys):
     ("layouts", "mix the long and legacy layouts"),
     ("sidecar", "part-2-of-2.meta.json is missing"),
     ("shard", "was made as shard 1/2, not 2/2"),
-    ("images", "which differ from the 6 images"),
+    ("images", "data/test_images: 5 names), which differ from the 6 images"),
 ])
 def test_refusals(workspace, capsys, case, message):
     write_part(workspace, 1, 2, ["a.jpg", "b.jpg", "c.jpg"])
@@ -119,7 +121,7 @@ def test_refusals(workspace, capsys, case, message):
         Path("data/test_images/f.jpg").write_bytes(b"")
     assert merge.main(["--config", "config.yaml"]) == 1
     assert message in capsys.readouterr().err
-    assert not workspace.submission_path.exists()
+    assert not Paths(workspace).submission.exists()
 
 
 def test_no_parts(workspace, capsys):

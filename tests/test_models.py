@@ -1,26 +1,29 @@
 """Model builders, losses, the Kaggle Dice metric, the learning-rate schedule and hardware switches."""
 
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 
-from severstal.nn.models import (
-    KaggleDice,
-    WarmupCosine,
-    build_classifier,
-    build_model,
-    build_segmenter,
-    configure_hardware,
-    encoder_weights_setting,
-    monitor_of,
-    pad_amounts,
-    segmentation_loss,
-)
+from severstal.infra.schema import ClassifierSection, HardwareSection, SegmenterSection
+from severstal.nn.hardware import configure_hardware
+from severstal.nn.losses import KaggleDice, segmentation_loss
+from severstal.nn.models import build_classifier, build_model, build_segmenter, encoder_weights_setting, pad_amounts
+from severstal.nn.schedules import WarmupCosine
 from severstal.nn.tfsetup import keras, sm
+from severstal.nn.training import monitor_of
 
 pytestmark = pytest.mark.slow
-SMALL_SEGMENTER = {"encoder": "resnet18", "encoder_weights": "none", "decoder_filters": [16, 8, 8, 8, 8]}
+SMALL_SEGMENTER = SegmenterSection(encoder="resnet18", encoder_weights="none", decoder_filters=(16, 8, 8, 8, 8))
+
+
+def segmenter_section(**changes) -> SegmenterSection:
+    return dataclasses.replace(SMALL_SEGMENTER, **changes)
+
+
+def classifier_section(**changes) -> ClassifierSection:
+    return ClassifierSection(**{"backbone": "resnet18", "encoder_weights": "none", "dense_units": 8, **changes})
 
 
 @pytest.mark.parametrize("size, expected", [(64, (0, 0)), (400, (8, 8)), (50, (7, 7)), (33, (15, 16)), (1, (15, 16))])
@@ -31,38 +34,35 @@ def test_pad_amounts(size, expected):
 
 def test_segmenter_and_classifier_outputs():
     images = np.random.default_rng(0).integers(0, 256, (2, 64, 400, 3)).astype(np.uint8)
-    segmenter = build_segmenter({**SMALL_SEGMENTER, "architecture": "fpn", "pyramid_filters": 16})
+    segmenter = build_segmenter(segmenter_section(architecture="fpn", pyramid_filters=16))
     probabilities = segmenter.predict_on_batch(images)
     assert probabilities.shape == (2, 64, 400, 4) and probabilities.dtype == np.float32
     assert 0 <= probabilities.min() and probabilities.max() <= 1
     for head, outputs in (("multilabel", 4), ("binary", 1)):
-        classifier = build_classifier({"backbone": "resnet18", "encoder_weights": "none", "head": head,
-                                       "dense_units": 8})
+        classifier = build_classifier(classifier_section(head=head))
         assert classifier.predict_on_batch(images).shape == (2, outputs)
 
 
 @pytest.mark.parametrize("pooling, features", [("avg", 512), ("max", 512), ("avgmax", 1024)])
 def test_classifier_pooling(pooling, features):
-    classifier = build_classifier({"backbone": "resnet18", "encoder_weights": "none", "pooling": pooling,
-                                   "dense_units": 8})
+    classifier = build_classifier(classifier_section(pooling=pooling))
     assert classifier.get_layer("dense").input_shape == (None, features)
 
 
 def test_unknown_pooling():
     with pytest.raises(ValueError, match="cls.pooling"):
-        build_classifier({"backbone": "resnet18", "encoder_weights": "none", "pooling": "median"})
+        build_classifier(classifier_section(pooling="median"))
 
 
-@pytest.mark.parametrize("section, message", [
-    ({**SMALL_SEGMENTER, "encoder": "vgg16"}, "unknown backbone"),
-    ({**SMALL_SEGMENTER, "architecture": "linknet"}, "unet' or 'fpn"),
-    ({**SMALL_SEGMENTER, "decoder_filters": [8, 8]}, "5 values"),
-    ({**SMALL_SEGMENTER, "encoder_weights": "missing.h5"}, "neither 'imagenet'"),
-    ({**SMALL_SEGMENTER, "bn_momentum": 1.5}, "bn_momentum"),
+@pytest.mark.parametrize("changes, message", [  # sections made in code, not checked by the config schema
+    ({"encoder": "vgg16"}, "unknown backbone"),
+    ({"architecture": "linknet"}, "unet' or 'fpn"),
+    ({"encoder_weights": "missing.h5"}, "neither 'imagenet'"),
+    ({"bn_momentum": 1.5}, "bn_momentum"),
 ])
-def test_bad_segmenter_settings(section, message):
+def test_bad_segmenter_settings(changes, message):
     with pytest.raises(ValueError, match=message):
-        build_model("seg", section)
+        build_model("seg", segmenter_section(**changes))
 
 
 @pytest.mark.parametrize("value, expected", [("imagenet", ("imagenet", None)), ("none", (None, None)),
@@ -78,18 +78,18 @@ def test_encoder_weights_from_a_local_file(tmp_path):
     path = tmp_path / "resnet18_encoder.h5"  # Keras' legacy HDF5 layout: loadable by layer name
     backbone.save_weights(str(path))
     expected = backbone.get_layer("conv0").get_weights()[0]
-    segmenter = build_segmenter({**SMALL_SEGMENTER, "encoder_weights": str(path)})
+    segmenter = build_segmenter(segmenter_section(encoder_weights=str(path)))
     np.testing.assert_array_equal(segmenter.get_layer("network").get_layer("conv0").get_weights()[0], expected)
-    classifier = build_classifier({"backbone": "resnet18", "encoder_weights": str(path)})
+    classifier = build_classifier(classifier_section(encoder_weights=str(path), dense_units=128))
     np.testing.assert_array_equal(classifier.get_layer("backbone").get_layer("conv0").get_weights()[0], expected)
     other = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="unrelated")])
     other.save_weights(str(tmp_path / "other.h5"))
     with pytest.raises(ValueError, match="no layer"):
-        build_segmenter({**SMALL_SEGMENTER, "encoder_weights": str(tmp_path / "other.h5")})
+        build_segmenter(segmenter_section(encoder_weights=str(tmp_path / "other.h5")))
 
 
 def test_batchnorm_momentum_is_applied():
-    model = build_model("seg", {**SMALL_SEGMENTER, "bn_momentum": 0.9})
+    model = build_model("seg", segmenter_section(bn_momentum=0.9))
     momenta = {layer.momentum for layer in model.submodules if isinstance(layer, keras.layers.BatchNormalization)}
     assert momenta == {0.9}
 
@@ -120,7 +120,7 @@ def test_unknown_or_incomplete_loss():
     with pytest.raises(ValueError, match="seg.loss"):
         segmentation_loss("lovasz")
     with pytest.raises(ValueError, match="pos_weight"):
-        segmentation_loss("bce_weighted", pos_weight=[1.0])
+        segmentation_loss("bce_weighted", pos_weight=None)  # one weight per class: checked with the data
 
 
 def test_kaggle_dice_metric_by_hand():
@@ -154,27 +154,31 @@ def test_warmup_constant():
 
 def test_mixed_precision_keeps_float32_outputs():
     try:
-        strategy, description = configure_hardware({"mixed_precision": True, "xla": False, "distribute": False})
+        strategy, description = configure_hardware(HardwareSection(mixed_precision=True))
         assert "mixed precision" in description
         with strategy.scope():
             model = build_segmenter(SMALL_SEGMENTER)
         assert model.get_layer("network").compute_dtype == "float16"
         assert model.predict_on_batch(np.zeros((1, 32, 64, 3), np.uint8)).dtype == np.float32
     finally:
-        configure_hardware({"mixed_precision": False})
+        configure_hardware(HardwareSection(mixed_precision=False))
     assert keras.mixed_precision.global_policy().name == "float32"
 
 
-@pytest.mark.parametrize("kind, section, expected", [
-    ("seg", {}, ("val_dice", "max")), ("cls", {}, ("val_loss", "min")), ("seg", {"monitor": "val_loss"},
-                                                                          ("val_loss", "min")),
-    ("seg", {"monitor": "val_pos_dice_3"}, ("val_pos_dice_3", "max")), ("cls", {"monitor": "val_auc"},
-                                                                        ("val_auc", "max")),
+@pytest.mark.parametrize("section, expected", [
+    (SegmenterSection(), ("val_dice", "max")), (ClassifierSection(), ("val_loss", "min")),
+    (SegmenterSection(monitor="val_loss"), ("val_loss", "min")),
+    (SegmenterSection(monitor="val_pos_dice_3"), ("val_pos_dice_3", "max")),
+    (ClassifierSection(monitor="val_auc"), ("val_auc", "max")),
 ])
-def test_monitor_of(kind, section, expected):
-    assert monitor_of(kind, section) == expected
+def test_monitor_of(section, expected):
+    assert monitor_of(section) == expected
 
 
-def test_unknown_monitor():
-    with pytest.raises(ValueError, match="cls.monitor"):
-        monitor_of("cls", {"monitor": "val_dice"})
+def test_build_model_without_encoder_weights_never_downloads(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a download was asked for")
+
+    monkeypatch.setattr(keras.utils, "get_file", refuse)
+    model = build_model("seg", segmenter_section(encoder_weights="imagenet"), encoder_weights=False)
+    assert model.output_shape == (None, None, None, 4)

@@ -6,17 +6,14 @@ import numpy as np
 import pytest
 
 from severstal.core.metric import dice, dice_from_areas
-from severstal.core.oofstats import (
-    class_statistics,
-    combine_folds,
-    concatenate_statistics,
+from severstal.core.oofstats import class_statistics, combine_folds, concatenate_statistics, segmentation_statistics
+from severstal.core.postprocess import ClassThresholds, postprocess_class
+from severstal.infra.oof_files import (
     load_classifier_oof,
     load_segmentation_oof,
     save_classifier_oof,
     save_segmentation_oof,
-    segmentation_statistics,
 )
-from severstal.core.postprocess import ClassThresholds, postprocess_class
 
 PIXELS = [0.3, 0.5, 0.7]
 SIZES = [0, 3]
@@ -145,8 +142,8 @@ def test_save_keeps_the_exact_file_name(tmp_path):
 
 
 @pytest.mark.parametrize("image_ids, probabilities", [
-    (["a", "b"], np.zeros((3, 4))), (["a", "a", "b"], np.zeros((3, 4))), (["a"], np.zeros((1, 3))),
-    (["a"], np.full((1, 4), 1.5)),
+    (["a", "b"], np.zeros((3, 4))), (["a", "a", "b"], np.zeros((3, 4))), (["a"], np.zeros(3)),
+    (["a"], np.full((1, 4), 1.5)), (["a"], np.full((1, 4), np.nan)),
 ])
 def test_save_classifier_rejects_bad_input(tmp_path, image_ids, probabilities):
     with pytest.raises(ValueError):
@@ -179,3 +176,15 @@ def test_combine_folds_aligns_classifier_probabilities_by_image(tmp_path):
     other_grid = dict(segmentation[1], pixel_thresholds=np.array([0.3, 0.5, 0.75]))
     with pytest.raises(ValueError, match="another grid"):
         combine_folds([segmentation[0], other_grid])
+
+
+def test_stamp_round_trip_and_files_without_one(tmp_path):
+    from severstal.infra.oof_files import read_oof_stamp
+    from severstal.infra.stamps import Stamp
+
+    stamp = Stamp(("inference.tta",), {"inference.tta": ["none"]}, {"weights": "sha256:abc"})
+    path = save_classifier_oof(tmp_path / "with.npz", ["a.jpg"], 0, np.zeros((1, 4)), stamp)
+    assert read_oof_stamp(path) == stamp and load_classifier_oof(path)["stamp"] == stamp
+    bare = save_classifier_oof(tmp_path / "without.npz", ["a.jpg"], 0, np.zeros((1, 4)))
+    assert read_oof_stamp(bare) is None and load_classifier_oof(bare)["stamp"] is None
+    assert read_oof_stamp(tmp_path / "missing.npz") is None

@@ -1,12 +1,16 @@
 """The tf.data input pipeline and the augmentations."""
 
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
 
-from severstal.core.labels import read_table, rle_lookup
+from severstal.core.labels import rle_lookup
 from severstal.core.rle import encode
-from severstal.nn.augment import Augmenter, check_crop, crop_window, label_map
+from severstal.infra.schema import AugmentSection, ClassifierSection, SegmenterSection
+from severstal.infra.tables import read_table
+from severstal.nn.augment import Augmenter, crop_window, label_map
 from severstal.nn.pipeline import (
     decode_masks,
     image_dataset,
@@ -19,7 +23,7 @@ from severstal.nn.pipeline import (
 )
 
 pytestmark = pytest.mark.slow
-NO_AUGMENT = {"hflip": 0.0, "vflip": 0.0, "brightness_contrast": 0.0, "mask_dropout": 0.0}
+NO_AUGMENT = AugmentSection(hflip=0.0, vflip=0.0, brightness_contrast=0.0, mask_dropout=0.0)
 
 
 @pytest.mark.parametrize("height, width, scale, size, ratio", [
@@ -68,20 +72,6 @@ def test_decode_masks_at_quarter_resolution():
     assert decode_masks([b""] * 4, (256, 1600), (64, 400)).sum() == 0
 
 
-@pytest.mark.parametrize("crop, size, multiple, message", [
-    ([64, 300], (64, 400), 32, "multiples of 32"), ([128, 256], (64, 400), 32, "larger"),
-    ([64], (64, 400), 1, "height, width"), ("64x256", (64, 400), 1, "height, width"),
-])
-def test_check_crop_errors(crop, size, multiple, message):
-    with pytest.raises(ValueError, match=message):
-        check_crop(crop, size, multiple)
-
-
-def test_check_crop_accepts():
-    assert check_crop([64, 256], (64, 400), 32) == (64, 256)
-    assert check_crop(None, (64, 400), 32) is None
-
-
 def test_crop_non_empty_always_holds_the_defect():
     masks = np.zeros((64, 400, 4), np.uint8)
     masks[20:30, 350:360, 3] = 1
@@ -114,7 +104,7 @@ def test_mask_dropout_blacks_out_one_defect_and_clears_it():
     masks = np.zeros((32, 64, 4), np.uint8)
     masks[2:6, 2:6, 0] = 1
     masks[20:30, 40:60, 2] = 1
-    augmenter = Augmenter({**NO_AUGMENT, "mask_dropout": 1.0}, None, seed=3)
+    augmenter = Augmenter(dataclasses.replace(NO_AUGMENT, mask_dropout=1.0), None, seed=3)
     out_image, out_masks = augmenter(image, masks)
     removed = masks.sum(axis=(0, 1)) - out_masks.sum(axis=(0, 1))
     assert (removed > 0).sum() == 1 and removed.max() in (16, 200)  # one whole defect removed
@@ -147,13 +137,13 @@ def small_data(tmp_path_factory):
 
 def test_training_batches_for_both_models(small_data):
     spec = input_spec(64, 256, 1.0)
-    section = {"crop": [32, 64], "crop_non_empty": 1.0, "augment": {"hflip": 0.5}}
+    section = SegmenterSection(crop=(32, 64), crop_non_empty=1.0, augment=dataclasses.replace(NO_AUGMENT, hflip=0.5))
     dataset, steps = training_dataset(small_data, "seg", section, spec, seed=0, batch_size=4)
     assert steps == 1
     images, masks = next(iter(dataset))
     assert images.shape == (4, 32, 64, 3) and images.dtype.name == "uint8"
     assert masks.shape == (4, 32, 64, 4) and masks.dtype.name == "uint8"
-    section = {"crop": None, "head": "binary", "balanced_sampling": "defect"}
+    section = ClassifierSection(crop=None, head="binary", balanced_sampling="defect")
     dataset, _ = training_dataset(small_data, "cls", section, spec, 0, 3)
     presence = np.concatenate([labels.numpy() for _, labels in dataset.take(20)])  # (60, 1)
     assert presence.shape == (60, 1) and 0.3 < presence.mean() < 0.7
@@ -171,15 +161,15 @@ def test_sampling_groups():
 
 def test_training_needs_a_full_batch(small_data):
     with pytest.raises(ValueError, match="fewer than the batch size"):
-        training_dataset(small_data, "seg", {"crop": None}, input_spec(64, 256, 1.0), 0, 8)
+        training_dataset(small_data, "seg", SegmenterSection(crop=None), input_spec(64, 256, 1.0), 0, 8)
 
 
 def test_validation_targets(small_data):
     spec = input_spec(64, 256, 0.5)
-    images, masks = next(iter(validation_dataset(small_data, "seg", {}, spec, 6)))
+    images, masks = next(iter(validation_dataset(small_data, "seg", SegmenterSection(), spec, 6)))
     assert images.shape == (6, 32, 128, 3) and masks.shape == (6, 32, 128, 4)
     assert masks.numpy()[:3, 5:15, 50:70, 2].all() and masks.numpy()[3:].sum() == 0
-    _, presence = next(iter(validation_dataset(small_data, "cls", {"head": "multilabel"}, spec, 6)))
+    _, presence = next(iter(validation_dataset(small_data, "cls", ClassifierSection(head="multilabel"), spec, 6)))
     np.testing.assert_array_equal(presence.numpy(), small_data.presence())
     np.testing.assert_array_equal(small_data.presence()[:, 2], [1, 1, 1, 0, 0, 0])
 
@@ -196,6 +186,6 @@ def test_real_sample_masks(sample_dir):
     labels = read_table(sample_dir / "train.csv")
     ids = sorted(labels["ImageId"].unique())[:4]
     samples = make_samples(ids, sample_dir / "train_images", rle_lookup(labels))
-    images, masks = next(iter(validation_dataset(samples, "seg", {}, input_spec(256, 1600, 0.25), 4)))
+    images, masks = next(iter(validation_dataset(samples, "seg", SegmenterSection(), input_spec(256, 1600, 0.25), 4)))
     assert images.shape == (4, 64, 400, 3)
     np.testing.assert_array_equal(masks.numpy().max(axis=(1, 2)), samples.presence())

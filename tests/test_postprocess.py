@@ -79,12 +79,40 @@ def test_postprocess_masks_applies_each_class_its_own_thresholds():
     np.testing.assert_array_equal(ungated[..., 3], DIAGONAL | BLOCK)
 
 
-@pytest.mark.parametrize("probabilities, classifier", [
-    (np.zeros((4, 7)), None), (np.zeros((4, 7, 3)), None), (np.zeros((4, 7, 4)), [0.5, 0.5]),
+@pytest.mark.parametrize("probabilities, thresholds, classifier", [
+    (np.zeros((4, 7)), DEFAULT_THRESHOLDS, None),
+    (np.zeros((4, 7, 3)), [DEFAULT_THRESHOLDS] * 4, None),  # four classes' thresholds for three channels
+    (np.zeros((4, 7, 4)), DEFAULT_THRESHOLDS, [0.5, 0.5]),
 ])
-def test_postprocess_masks_rejects_bad_shapes(probabilities, classifier):
+def test_postprocess_masks_rejects_bad_shapes(probabilities, thresholds, classifier):
     with pytest.raises(ValueError):
-        postprocess_masks(probabilities, DEFAULT_THRESHOLDS, classifier)
+        postprocess_masks(probabilities, thresholds, classifier)
+
+
+def test_postprocess_masks_follows_the_number_of_classes():
+    probabilities = np.zeros((4, 7, 2), np.float32)
+    probabilities[1, 2, 1] = 0.9
+    masks = postprocess_masks(probabilities, DEFAULT_THRESHOLDS, [0.0, 1.0])
+    assert masks.shape == (4, 7, 2) and masks.sum() == 1 and masks[1, 2, 1] == 1
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"min_area": float("inf")}, "classes.3.min_area must be a whole number of pixels >= 0, got inf"),
+    ({"min_area": 1e400}, "classes.3.min_area must be a whole number of pixels >= 0, got inf"),
+    ({"min_area": 12.5}, "classes.3.min_area must be a whole number"),
+    ({"pixel_threshold": float("nan")}, "classes.3.pixel_threshold must be a number in [0, 1], got nan"),
+    ({"classifier_threshold": 1.5}, "classes.3.classifier_threshold must be a number in [0, 1], got 1.5"),
+    ({"min_component_size": "150"}, "classes.3.min_component_size must be a whole number"),
+    ({"pixel": 0.5}, "unknown threshold keys ['classes.3.pixel']"),
+])
+def test_thresholds_document_values_out_of_range_name_the_key(values, message):
+    from severstal.core.thresholds import thresholds_from_document
+
+    classes = {str(c): ClassThresholds().to_dict() for c in (1, 2, 3, 4)}
+    classes["3"] = {**classes["3"], **values}
+    with pytest.raises(ValueError) as caught:
+        thresholds_from_document({"classes": classes})
+    assert message in str(caught.value)
 
 
 def test_class_thresholds_round_trip_and_validation():

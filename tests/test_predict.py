@@ -15,9 +15,11 @@ import pandas as pd
 import pytest
 
 from severstal import cli
-from severstal.core.labels import read_table
-from severstal.core.submission import check_submission, read_submission
+from severstal.core.submission import check_submission
+from severstal.infra.artifacts import Paths, sidecar_path
 from severstal.infra.config import load_config
+from severstal.infra.tables import read_csv_text as read_submission
+from severstal.infra.tables import read_table
 from severstal.nn import inference
 from severstal.stages import merge, predict, report
 
@@ -83,66 +85,78 @@ def no_model_work(monkeypatch):
 
 
 def test_submission_is_valid_with_every_image_and_class(workspace):
-    raw = read_submission(workspace.submission_path)
+    raw = read_submission(Paths(workspace).submission)
     assert list(raw.columns) == ["ImageId", "EncodedPixels", "ClassId"]
     names = sorted(os.listdir("data/test_images"))
     assert check_submission(raw, names) == []
     assert len(raw) == 4 * TEST_IMAGES
     assert raw["ImageId"].tolist() == [name for name in names for _ in range(4)]
     assert raw["ClassId"].tolist() == ["1", "2", "3", "4"] * TEST_IMAGES
-    saved = json.loads(predict.sidecar_path(workspace.submission_path).read_text())
+    saved = json.loads(sidecar_path(Paths(workspace).submission).read_text())
     assert saved["shard"] is None and saved["images"] == TEST_IMAGES
 
 
 def test_ablation_final_row_equals_report_score(workspace, capsys):
-    document = json.loads((workspace.reports_dir / "ablation.json").read_text())
+    document = json.loads((Paths(workspace).reports / "ablation.json").read_text())
     variants = {v["name"]: v for v in document["variants"]}
     assert list(variants) == ["empty", "raw", "pixel_area", "gate", "final"]
     assert variants["final"]["mean_dice"] == variants["gate"]["mean_dice"]
     truth = read_table("data/test_labels.csv")
     empty_pairs = 4 * TEST_IMAGES - len(truth)  # test_labels.csv lists the non-empty masks only
     assert variants["empty"]["mean_dice"] == pytest.approx(empty_pairs / (4 * TEST_IMAGES))
-    pairs = pd.read_csv(workspace.reports_dir / "ablation_pairs.csv")
+    pairs = pd.read_csv(Paths(workspace).reports / "ablation_pairs.csv")
     assert len(pairs) == 4 * TEST_IMAGES
     assert report.main(["--config", "config.yaml"]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == f"mean_dice {variants['final']['mean_dice']:.6f}"
 
 
 def test_up_to_date_submission_is_not_remade(workspace, capsys, no_model_work):
-    before = workspace.submission_path.stat().st_mtime_ns
+    before = Paths(workspace).submission.stat().st_mtime_ns
     assert predict.main(["--config", "config.yaml"]) == 0
     assert "is up to date" in capsys.readouterr().out
-    assert workspace.submission_path.stat().st_mtime_ns == before
+    assert Paths(workspace).submission.stat().st_mtime_ns == before
 
 
-@pytest.mark.parametrize("argv", [["--tta", "none"], ["--format", "legacy"], ["--folds", "0"]])
-def test_other_settings_are_not_up_to_date(workspace, argv):
-    settings = predict.resolve_settings(predict.build_parser().parse_args(["--config", "config.yaml", *argv]),
-                                        workspace)
-    folds = [0] if "--folds" in argv else [0, 1]
-    thresholds = predict.load_thresholds(workspace)
-    gated = any(t.classifier_threshold > 0 for t in thresholds)
-    fingerprint = predict.run_fingerprint(workspace, Path("data/test_images"), sorted(os.listdir("data/test_images")),
-                                          predict.weight_files(workspace, folds, gated),
-                                          {**settings, "folds": folds, "batch_size": None})
-    assert not predict.up_to_date(workspace.submission_path, fingerprint, None)
-    default = predict.resolve_settings(predict.build_parser().parse_args(["--config", "config.yaml"]), workspace)
-    fingerprint = predict.run_fingerprint(workspace, Path("data/test_images"), sorted(os.listdir("data/test_images")),
-                                          predict.weight_files(workspace, [0, 1], gated),
-                                          {**default, "folds": [0, 1], "batch_size": None})
-    assert predict.up_to_date(workspace.submission_path, fingerprint, None)
+@pytest.mark.parametrize("argv, difference", [
+    (["--tta", "none"], "inference.tta: ['none', 'hflip'] -> ['none']"),
+    (["--format", "legacy"], "predict.format: 'long' -> 'legacy'"),
+    (["--folds", "0"], "predict.folds: [0, 1] -> [0]"),
+])
+def test_other_settings_stop_unless_forced(workspace, capsys, no_model_work, argv, difference):
+    before = Paths(workspace).submission.read_bytes()
+    assert predict.main(["--config", "config.yaml", *argv]) == 1
+    error = capsys.readouterr().err
+    assert "was made with a different config" in error and difference in error and "--force" in error
+    assert Paths(workspace).submission.read_bytes() == before
+    assert predict.main(["--config", "config.yaml", "--batch-size", "3"]) == 0  # batches do not change predictions
+    assert "is up to date" in capsys.readouterr().out
+
+
+def test_retrained_weights_are_refused_until_tuned_again(workspace, capsys, tmp_path):
+    weights = Paths(workspace).fold_dir("seg", 1) / "best.weights.h5"
+    original = weights.read_bytes()
+    try:
+        weights.write_bytes(original + b"\0")  # as if fold 1 had been trained again
+        assert predict.main(["--config", "config.yaml", "--force"]) == 1
+        error = capsys.readouterr().err
+        assert "seg fold 1's weights" in error and "are not those" in error and "was tuned on" in error
+        assert "severstal oof --model seg --fold 1" in error and "severstal tune" in error
+        assert predict.main(["--config", "config.yaml", "--folds", "0", "--set", f"paths.submissions={tmp_path}",
+                             "--set", f"paths.reports={tmp_path}"]) == 0  # a subset of the tuned folds is fine
+    finally:
+        weights.write_bytes(original)
 
 
 def test_shards_and_merge_reproduce_the_submission_exactly(workspace, capsys):
-    whole = workspace.submission_path.read_bytes()
-    whole_ablation = json.loads((workspace.reports_dir / "ablation.json").read_text())
+    whole = Paths(workspace).submission.read_bytes()
+    whole_ablation = json.loads((Paths(workspace).reports / "ablation.json").read_text())
     for index in (1, 2):  # batches of 3 cut the shards of 4 images differently from the full run's batches of 4
         assert predict.main(["--config", "config.yaml", "--shard", f"{index}/2", "--batch-size", "3"]) == 0
-    parts = [read_submission(predict.shards_dir(workspace) / f"part-{i}-of-2.csv") for i in (1, 2)]
+    parts = [read_submission(Paths(workspace).shard(i, 2)) for i in (1, 2)]
     assert [part["ImageId"].nunique() for part in parts] == [TEST_IMAGES // 2] * 2
     assert merge.main(["--config", "config.yaml"]) == 0
-    assert workspace.submission_path.read_bytes() == whole
-    merged_ablation = json.loads((workspace.reports_dir / "ablation.json").read_text())
+    assert Paths(workspace).submission.read_bytes() == whole
+    merged_ablation = json.loads((Paths(workspace).reports / "ablation.json").read_text())
     for merged, single in zip(merged_ablation["variants"], whole_ablation["variants"], strict=True):
         assert merged["mean_dice"] == pytest.approx(single["mean_dice"], abs=1e-8)
     assert predict.main(["--config", "config.yaml"]) == 0  # the merged sidecar counts as the full run's
@@ -188,9 +202,9 @@ def test_skip_bad_predicts_the_bad_image_empty(workspace, images_with_a_bad_one,
 
 def test_ensembled_batches_are_the_mean_of_the_folds(workspace):
     paths = [Path("data/test_images") / name for name in sorted(os.listdir("data/test_images"))[:3]]
-    models = [inference.load_fold_model(workspace, "seg", fold) for fold in (0, 1)]
+    models = [inference.load_fold_model(Paths(workspace), "seg", fold) for fold in (0, 1)]
     single = [np.concatenate([p for _, p in inference.predict_images(m, paths, ["none"], 2)]) for m in models]
-    batches = list(predict.ensembled_batches({"seg": models}, paths, ["none"], 2))
+    batches = list(inference.ensembled_batches({"seg": models}, paths, ["none"], 2))
     assert [start for start, _, _ in batches] == [0, 2]
     assert all(classification is None for _, _, classification in batches)
     ensembled = np.concatenate([segmentation for _, segmentation, _ in batches])  # (3, 256, 1600, 4)
@@ -206,9 +220,9 @@ def test_missing_thresholds_ask_for_tune(workspace, capsys, no_model_work):
 
 @pytest.mark.parametrize("argv, message", [
     (["--shard", "3/2"], "1 <= i <= n"),
-    (["--tta", "rot90"], "--tta"),
-    (["--folds", "7"], "no trained model"),
-    (["--batch-size", "0"], "batch size"),
+    (["--tta", "rot90"], "--tta rot90: inference.tta: must be a non-empty list, each one of none, hflip"),
+    (["--folds", "7"], "fold(s) [7] are not available; available: [0, 1]"),
+    (["--batch-size", "0"], "--batch-size 0: inference.batch_size: must be an integer of at least 1, got 0"),
 ])
 def test_bad_options(workspace, capsys, no_model_work, argv, message):
     assert predict.main(["--config", "config.yaml", "--force", *argv]) == 1

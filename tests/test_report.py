@@ -8,11 +8,12 @@ import pytest
 
 from severstal.core.constants import HEIGHT, WIDTH
 from severstal.core.ensemble import AblationAccumulator, add_scored_variant, rows_frame, submission_csv
-from severstal.core.labels import masks_for, read_table, rle_lookup
+from severstal.core.labels import masks_for, rle_lookup
 from severstal.core.metric import score_pairs
+from severstal.infra.artifacts import Paths
 from severstal.infra.config import load_config
+from severstal.infra.tables import read_table, write_ablation
 from severstal.stages import report
-from severstal.stages.predict import write_ablation
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TRUTH = "ImageId,ClassId,EncodedPixels\na.jpg,1,3 4\n"
@@ -30,8 +31,8 @@ def workspace(tmp_path, monkeypatch):
     Path("data").mkdir()
     Path("data/test_labels.csv").write_text(TRUTH)
     config = load_config("config.yaml")
-    config.submission_path.parent.mkdir(parents=True)
-    config.submission_path.write_text(submission_csv(rows_frame(SUBMISSION)))
+    Paths(config).submission.parent.mkdir(parents=True)
+    Paths(config).submission.write_text(submission_csv(rows_frame(SUBMISSION)))
     return config
 
 
@@ -44,7 +45,7 @@ def make_ablation(config):
         accumulator.add(image_id, masks_for(lookup.get(image_id, {})), {
             "empty": np.zeros((HEIGHT, WIDTH, 4), np.uint8), "gate": masks_for(predicted.get(image_id, {}))})
     pairs = add_scored_variant(accumulator.pairs(), score_pairs(rows_frame(SUBMISSION), truth))
-    return write_ablation(config, pairs, config.submission_path)
+    return write_ablation(Paths(config), pairs, Paths(config).submission)
 
 
 def table_rows(text):
@@ -62,9 +63,9 @@ def test_report_prints_the_steps_and_ends_with_the_score(workspace, capsys):
         ["+ tuned classifier gate", "0.812500", "-0.062500", "0.750000", "1.000000", "1.000000", "0.500000"],
         ["final tuned (the submission)", "0.812500", "+0.000000", "0.750000", "1.000000", "1.000000", "0.500000"],
     ]
-    saved = (workspace.reports_dir / "score_table.md").read_text()
+    saved = (Paths(workspace).reports / "score_table.md").read_text()
     assert table_rows(saved) == table_rows(out)
-    document = json.loads((workspace.reports_dir / "ablation.json").read_text())
+    document = json.loads((Paths(workspace).reports / "ablation.json").read_text())
     assert [v["name"] for v in document["variants"]] == ["empty", "gate", "final"]
     assert document["worst_images"] == [{"ImageId": "b.jpg", "dice": 0.75}, {"ImageId": "a.jpg", "dice": 0.875}]
     assert document["best_images"] == []  # both informative images are among the 10 worst
@@ -80,7 +81,7 @@ def test_report_without_ablation_shows_the_submission_row(workspace, capsys):
 
 def test_report_refuses_an_ablation_of_another_submission(workspace, capsys):
     make_ablation(workspace)
-    workspace.submission_path.write_text(submission_csv(rows_frame([*SUBMISSION[:7], ("b.jpg", 4, "")])))
+    Paths(workspace).submission.write_text(submission_csv(rows_frame([*SUBMISSION[:7], ("b.jpg", 4, "")])))
     assert report.main(["--config", "config.yaml"]) == 1
     assert "another version" in capsys.readouterr().err
 
@@ -99,10 +100,10 @@ def test_report_needs_the_truth(workspace, capsys):
     assert report.main(["--config", "config.yaml"]) == 1
     err = capsys.readouterr().err
     assert "no test truth" in err and "test_labels.csv" in err
-    assert not (workspace.reports_dir / "score_table.md").exists()
+    assert not (Paths(workspace).reports / "score_table.md").exists()
 
 
 def test_report_needs_the_submission(workspace, capsys):
-    workspace.submission_path.unlink()
+    Paths(workspace).submission.unlink()
     assert report.main(["--config", "config.yaml"]) == 1
     assert "run `severstal predict" in capsys.readouterr().err

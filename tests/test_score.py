@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 
 from severstal.core.constants import CLASS_IDS, HEIGHT, WIDTH
-from severstal.core.labels import read_table
 from severstal.core.metric import score_pairs
 from severstal.core.rle import encode
+from severstal.infra.tables import read_table
 from severstal.stages import score
 
 

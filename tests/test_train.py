@@ -7,9 +7,14 @@ import pandas as pd
 import pytest
 from training_fixtures import SEG_EPOCHS, tiny_run  # noqa: F401
 
-from severstal.core import oofstats
+from severstal.infra import oof_files as oofstats
+from severstal.infra.artifacts import BEST_WEIGHTS, HISTORY, Paths, training_stamp
 from severstal.infra.config import load_config
-from severstal.nn.callbacks import BEST_WEIGHTS, HISTORY, is_better, prepare_resume, rebuild_state
+from severstal.infra.data import chosen_folds
+from severstal.infra.errors import ConfigError, UserError
+from severstal.infra.images import usable_images
+from severstal.infra.stamps import write_stamp
+from severstal.nn.callbacks import is_better, prepare_resume, rebuild_state
 from severstal.stages import oof, train
 
 pytestmark = pytest.mark.slow
@@ -105,18 +110,22 @@ def test_bad_image_stops_training(tiny_run, tmp_path, capsys):  # noqa: F811
     assert train.main(["--model", "cls", "--fold", "1", *arguments]) == 1
     error = capsys.readouterr().err
     assert "tiny003.jpg" in error and "--skip-bad" in error
-    config = load_config(arguments[1], arguments[3::2])
-    assert train.unusable_images(config, ["tiny003.jpg", "tiny004.jpg"], skip_bad=True) == {"tiny003.jpg"}
+    assert not tiny_run.fold_dir("cls", 1, tmp_path / "models").exists()  # nothing written
+    assert usable_images(data_dir / "train_images", ["tiny003.jpg", "tiny004.jpg"], (64, 400), skip_bad=True) == {
+        "tiny003.jpg"}
 
 
-def test_fold_numbers():
+@pytest.mark.parametrize("text, expected", [("all", [0, 1, 2]), ("1", [1]), ("2,0", [0, 2])])
+def test_chosen_folds(text, expected):
     folds = pd.DataFrame({"ImageId": ["a", "b", "c"], "fold": [0, 1, 2]})
-    assert train.fold_numbers("all", folds) == [0, 1, 2]
-    assert train.fold_numbers("1", folds) == [1]
-    with pytest.raises(train.UserError, match="not in"):
-        train.fold_numbers("3", folds)
-    with pytest.raises(train.UserError, match="fold number or 'all'"):
-        train.fold_numbers("x", folds)
+    assert chosen_folds(text, folds) == expected
+
+
+@pytest.mark.parametrize("text, message", [("3", "fold\\(s\\) \\[3\\] are not available"), ("x", "all or a list")])
+def test_chosen_folds_rejects(text, message):
+    folds = pd.DataFrame({"ImageId": ["a", "b", "c"], "fold": [0, 1, 2]})
+    with pytest.raises(UserError, match=message):
+        chosen_folds(text, folds)
 
 
 # ---------------------------------------------------------------- resume bookkeeping (no training)
@@ -163,32 +172,57 @@ def test_prepare_resume_from_scratch_removes_old_files(tmp_path):
     assert state.completed == 0 and state.best_value is None
 
 
-@pytest.mark.parametrize("finished, saved_rate, force, expected, kept", [
-    (False, 2.0e-3, False, "resume", True),
-    (False, 2.0e-3, True, "resume", True),  # an interrupted `train --force` goes on where it stopped
-    (False, 0.5, True, "fresh", False),  # made with another config: restarted
-    (True, 2.0e-3, True, "fresh", False),  # finished: retrained
-    (False, None, True, "fresh", False),  # no saved config: restarted
+@pytest.mark.parametrize("finished, progress, saved_rate, labels, force, expected, kept", [
+    (False, True, 2.0e-3, "same", False, "fold", True),  # interrupted: resumed
+    (False, True, 2.0e-3, "same", True, "fold", True),  # an interrupted `train --force` goes on where it stopped
+    (False, True, 0.5, "same", True, "fold", False),  # made with another config, --force: restarted
+    (False, True, 2.0e-3, "changed", False, "fold", False),  # its labels changed: restarted
+    (False, False, 0.5, "same", False, "fold", False),  # another config but no finished epoch: nothing to keep
+    (True, True, 2.0e-3, "same", False, None, True),  # finished and current: nothing to train
+    (True, True, 2.0e-3, "same", True, "retrain", True),  # finished, --force: retrained beside it
+    (True, True, 2.0e-3, "changed", False, "retrain", True),  # finished, labels changed: retrained beside it
+    (True, True, 0.5, "same", True, "retrain", True),  # finished with another config, --force: retrained beside it
 ])
-def test_fold_state_with_and_without_force(tmp_path, finished, saved_rate, force, expected, kept):
-    from severstal.infra.config import save_config
+def test_plan_fold(tmp_path, monkeypatch, repo_root, finished, progress, saved_rate, labels, force, expected, kept):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.csv").write_text("ImageId,ClassId,EncodedPixels\n")
+    demo = str(repo_root / "configs" / "demo.yaml")
+    config = load_config(demo, ["data.dir=data"])
+    paths = Paths(config)
+    fold_dir = paths.fold_dir("seg", 0)
+    fold_dir.mkdir(parents=True)
+    (fold_dir / HISTORY).write_text("epoch,loss\n1,0.9\n" if progress else "")
+    made_with = load_config(demo, ["data.dir=data", f"seg.learning_rate={saved_rate}"])
+    write_stamp(fold_dir / "stamp.json", training_stamp(made_with, paths, "seg"))
+    if finished:
+        (fold_dir / "training.json").write_text("{}")
+        (fold_dir / BEST_WEIGHTS).write_text("weights")
+    if labels == "changed":
+        (tmp_path / "data" / "train.csv").write_text("ImageId,ClassId,EncodedPixels\na.jpg,1,1 2\n")
+    target, stamp = train.plan_fold(config, paths, "seg", 0, force)
+    assert target == {"fold": fold_dir, "retrain": paths.retrain_dir("seg", 0), None: None}[expected]
+    assert stamp == training_stamp(config, paths, "seg")
+    assert (fold_dir / HISTORY).is_file() == kept
 
-    config = load_config("configs/demo.yaml", [f"paths.models={tmp_path}"])
-    fold_dir = config.fold_dir("seg", 0)
+
+def test_plan_fold_refuses_another_config_without_force(tmp_path, monkeypatch, repo_root):
+    monkeypatch.chdir(tmp_path)
+    demo = str(repo_root / "configs" / "demo.yaml")
+    config = load_config(demo)
+    paths = Paths(config)
+    fold_dir = paths.fold_dir("seg", 0)
     fold_dir.mkdir(parents=True)
     (fold_dir / HISTORY).write_text("epoch,loss\n1,0.9\n")
-    if saved_rate is not None:
-        save_config(load_config("configs/demo.yaml", [f"paths.models={tmp_path}", f"seg.learning_rate={saved_rate}"]),
-                    fold_dir)
-    if finished:
-        (fold_dir / train.FINISHED).write_text("{}")
-    assert train.fold_state(config, "seg", 0, force) == expected
-    assert (fold_dir / HISTORY).is_file() == kept
+    write_stamp(fold_dir / "stamp.json", training_stamp(load_config(demo, ["seg.epochs=3"]), paths, "seg"))
+    with pytest.raises(ConfigError, match="seg.epochs: 3 -> 18"):
+        train.plan_fold(config, paths, "seg", 0, False)
+    assert (fold_dir / HISTORY).is_file()
 
 
 def test_fewer_training_images_than_the_batch_size_train_in_one_batch(tiny_run, tmp_path, capsys):  # noqa: F811
     arguments = tiny_run.arguments(tmp_path / "models") + ["--set", "cls.batch_size=16"]
     assert train.main(["--model", "cls", "--fold", "1", *arguments]) == 0
     assert "6 training images are fewer than the batch size 16: training with batches of 6" in capsys.readouterr().out
-    summary = json.loads((tiny_run.fold_dir("cls", 1, tmp_path / "models") / train.FINISHED).read_text())
+    summary = json.loads((tiny_run.fold_dir("cls", 1, tmp_path / "models") / "training.json").read_text())
     assert summary["batch_size"] == 6 and summary["training_images"] == 6

@@ -6,9 +6,10 @@ import shutil
 import numpy as np
 import pytest
 
-from severstal.core.oofstats import save_classifier_oof, save_segmentation_oof
 from severstal.core.thresholds import SearchGrid, search_thresholds, thresholds_from_document
+from severstal.infra.artifacts import Paths
 from severstal.infra.config import load_config
+from severstal.infra.oof_files import save_classifier_oof, save_segmentation_oof
 from severstal.stages import tune
 
 CONFIG = "configs/demo.yaml"  # 2 folds; experiment "demo"
@@ -23,7 +24,7 @@ def workdir(tmp_path, monkeypatch, repo_root):
 
 def write_fold(config, fold, rng, images=12, classifier=True, pixel_thresholds=None, stored_fold=None):
     """Random but consistent statistics for one fold on the config's grid."""
-    grid = SearchGrid.from_dict(config["tune"])
+    grid = SearchGrid.from_dict(config.raw["tune"])
     pixels = grid.pixel_thresholds if pixel_thresholds is None else pixel_thresholds
     shape = (images, 4, len(pixels), len(grid.min_component_sizes))
     true_area = np.where(rng.random((images, 4)) < 0.4, rng.integers(100, 5000, (images, 4)), 0)
@@ -32,15 +33,15 @@ def write_fold(config, fold, rng, images=12, classifier=True, pixel_thresholds=N
     ids = [f"{fold}_{i}.jpg" for i in range(images)]
     stats = {"predicted_area": predicted, "intersection": overlap, "true_area": true_area}
     stored = fold if stored_fold is None else stored_fold
-    save_segmentation_oof(config.fold_dir("seg", fold) / "oof.npz", ids, stored, stats, pixels,
+    save_segmentation_oof(Paths(config).fold_dir("seg", fold) / "oof.npz", ids, stored, stats, pixels,
                           grid.min_component_sizes)
     if classifier:
-        save_classifier_oof(config.fold_dir("cls", fold) / "oof.npz", ids, stored, rng.random((images, 4)))
+        save_classifier_oof(Paths(config).fold_dir("cls", fold) / "oof.npz", ids, stored, rng.random((images, 4)))
 
 
 def write_folds(config, seed=0, **options):
     rng = np.random.default_rng(seed)
-    for fold in range(config["folds"]["k"]):
+    for fold in range(config.folds.k):
         write_fold(config, fold, rng, **options)
 
 
@@ -49,42 +50,42 @@ def test_tune_writes_thresholds_heatmaps_and_the_cv_line(workdir, capsys):
     write_folds(config)
     assert tune.main(["--config", CONFIG]) == 0
     output = capsys.readouterr().out
-    document = json.loads(config.thresholds_path.read_text())
+    document = json.loads(Paths(config).thresholds.read_text())
     assert output.strip().splitlines()[-1] == f"cv_mean_dice {document['cv_mean_dice']:.6f}"
     assert "held-out" in output and "fold 0" in output
 
-    stats = tune.load_oof(config)
+    stats = tune.load_statistics(tune.find_inputs(config, Paths(config)), SearchGrid.from_dict(config.raw["tune"]))[0]
     assert stats.count == 24 and stats.classifier_probabilities is not None
-    result = search_thresholds(stats, SearchGrid.from_dict(config["tune"]))
+    result = search_thresholds(stats, SearchGrid.from_dict(config.raw["tune"]))
     assert thresholds_from_document(document) == result.thresholds
     assert document["cv_mean_dice"] == pytest.approx(result.tuned_mean, abs=1e-8)
     assert document["default_mean_dice"] == pytest.approx(result.default_mean, abs=1e-8)
     assert document["heldout_mean_dice"] == pytest.approx(result.heldout_mean, abs=1e-8)
     assert document["cv_mean_dice"] >= document["default_mean_dice"]
     assert document["images"] == 24 and document["folds"] == 2 and document["classifier_gate"] is True
-    assert document["grid"] == SearchGrid.from_dict(config["tune"]).to_dict()
+    assert document["grid"] == SearchGrid.from_dict(config.raw["tune"]).to_dict()
     assert set(document["per_class"]) == {"1", "2", "3", "4"} and set(document["heldout_thresholds"]) == {"0", "1"}
-    assert document["config"]["tune"] == config["tune"]
+    assert document["config"]["tune"] == config.raw["tune"]
     assert sorted(document["inputs"]) == sorted(
-        (config.fold_dir(model, fold) / "oof.npz").as_posix() for model in ("seg", "cls") for fold in range(2))
+        (Paths(config).fold_dir(model, fold) / "oof.npz").as_posix() for model in ("seg", "cls") for fold in range(2))
     for class_id in (1, 2, 3, 4):
-        png = config.reports_dir / f"thresholds_class{class_id}.png"
+        png = Paths(config).reports / f"thresholds_class{class_id}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert not list(config.models_dir.glob("*.tmp")) and not list(config.reports_dir.glob("*.tmp"))
+    assert not list(Paths(config).models.glob("*.tmp")) and not list(Paths(config).reports.glob("*.tmp"))
 
 
 def test_tune_skips_when_done_and_retunes_when_inputs_change(workdir, capsys):
     config = load_config(CONFIG)
     write_folds(config)
     assert tune.main(["--config", CONFIG]) == 0
-    created = json.loads(config.thresholds_path.read_text())["inputs"]
+    created = json.loads(Paths(config).thresholds.read_text())["inputs"]
     capsys.readouterr()
     assert tune.main(["--config", CONFIG]) == 0
     assert "up to date" in capsys.readouterr().out
     write_folds(config, seed=1)  # new OOF statistics
     assert tune.main(["--config", CONFIG]) == 0
     assert "changed" in capsys.readouterr().out
-    assert json.loads(config.thresholds_path.read_text())["inputs"] != created
+    assert json.loads(Paths(config).thresholds.read_text())["inputs"] != created
 
 
 def test_tune_refuses_a_changed_config_without_force(workdir, capsys):
@@ -96,7 +97,7 @@ def test_tune_refuses_a_changed_config_without_force(workdir, capsys):
     error = capsys.readouterr().err
     assert "tune.min_areas" in error and "--force" in error
     assert tune.main(changed + ["--force"]) == 0
-    assert json.loads(config.thresholds_path.read_text())["grid"]["min_areas"] == [0, 500]
+    assert json.loads(Paths(config).thresholds.read_text())["grid"]["min_areas"] == [0, 500]
 
 
 def test_tune_without_classifier_statistics_does_not_gate(workdir, capsys):
@@ -104,7 +105,7 @@ def test_tune_without_classifier_statistics_does_not_gate(workdir, capsys):
     write_folds(config, classifier=False)
     assert tune.main(["--config", CONFIG]) == 0
     assert "without a classifier gate" in capsys.readouterr().out
-    document = json.loads(config.thresholds_path.read_text())
+    document = json.loads(Paths(config).thresholds.read_text())
     assert document["classifier_gate"] is False and document["grid"]["classifier_thresholds"] == [0.0]
     assert all(values["classifier_threshold"] == 0.0 for values in document["classes"].values())
 
@@ -115,13 +116,13 @@ def test_tune_lists_missing_folds(workdir, capsys):
     assert tune.main(["--config", CONFIG]) == 1
     error = capsys.readouterr().err
     assert "fold(s) 1" in error and "severstal train --model seg --fold K" in error
-    assert not config.thresholds_path.exists()
+    assert not Paths(config).thresholds.exists()
 
 
 def test_tune_rejects_partial_classifier_statistics(workdir, capsys):
     config = load_config(CONFIG)
     write_folds(config)
-    (config.fold_dir("cls", 1) / "oof.npz").unlink()
+    (Paths(config).fold_dir("cls", 1) / "oof.npz").unlink()
     assert tune.main(["--config", CONFIG]) == 1
     assert "severstal train --model cls --fold K" in capsys.readouterr().err
 
@@ -136,9 +137,9 @@ def test_tune_rejects_statistics_that_do_not_fit(workdir, capsys, options, messa
     assert tune.main(["--config", CONFIG]) == 1
     error = capsys.readouterr().err
     assert message in error and "severstal oof --model" in error
-    assert not config.thresholds_path.exists()
+    assert not Paths(config).thresholds.exists()
 
 
 def test_tune_rejects_a_grid_without_the_default(workdir, capsys):
     assert tune.main(["--config", CONFIG, "--set", "tune.pixel_thresholds=[0.4, 0.6]"]) == 1
-    assert "must include 0.5" in capsys.readouterr().err
+    assert "including 0.5, got [0.4, 0.6]" in capsys.readouterr().err

@@ -6,8 +6,10 @@ import shutil
 import pandas as pd
 import pytest
 
-from severstal.core.submission import check_submission, read_submission
-from severstal.stages.validate import expected_test_ids, main
+from severstal.core.submission import check_submission
+from severstal.infra.tables import expected_test_ids
+from severstal.infra.tables import read_csv_text as read_submission
+from severstal.stages.validate import main
 
 IDS = ["a.jpg", "b.jpg"]
 

@@ -39,8 +39,8 @@ def overlay_masks(image: np.ndarray, masks: np.ndarray, alpha: float = 0.35, out
         raise ValueError(f"image must be (H, W) or (H, W, 3), got shape {image.shape}")
     masks = np.asarray(masks)
     if masks.ndim != 3 or masks.shape[:2] != image.shape[:2] or masks.shape[2] > len(CLASS_COLOURS_BGR):
-        raise ValueError(f"masks must be (H, W, classes) = {(*image.shape[:2], 'classes')} with at most "
-                         f"{len(CLASS_COLOURS_BGR)} classes for this image, got {masks.shape}")
+        raise ValueError(f"masks must be (H, W, classes) with (H, W) = {image.shape[:2]}, the image's, and at most "
+                         f"{len(CLASS_COLOURS_BGR)} classes, got {masks.shape}")
     colours = np.array(CLASS_COLOURS_BGR[:masks.shape[2]], dtype=np.float32)  # (classes, 3)
     if channel_order == "rgb":
         colours = colours[:, ::-1]

@@ -14,10 +14,8 @@ Layout (``paths.*`` of the config; ``<experiment>`` from the config, ``--data`` 
     submissions/<experiment>/submission.csv, submission.meta.json, shards/part-<i>-of-<n>.csv
     <each of models, reports, submissions>/<experiment>/.locks/   held while a stage writes there
 
-The up-to-date policy, the same for every stage (:func:`decide`): an output made with the same
-config (the keys that shape it) from the same inputs is kept and the stage says so in one line;
-changed inputs (a retrained fold, new OOF files) remake it, naming what changed; a different
-config stops with the list of differences unless ``--force``.
+Here also: which config keys shape each output (what ``infra.stamps.decide`` compares), the state of
+a trained fold, and the thresholds file as ``predict`` and ``bundle`` read it.
 """
 
 from __future__ import annotations
@@ -25,14 +23,15 @@ from __future__ import annotations
 import enum
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from ..core.ensemble import shard_file_name
 from .config import Config, select
-from .errors import ConfigError, UserError
-from .schema import RuleError, defaults_tree, rule_of, to_tree
+from .errors import UserError
+from .oof_files import read_oof_stamp
+from .stamps import Stamp, file_fingerprint, read_stamp, stamp_differences
 
 # ----------------------------------------------------------------------------- file names
 
@@ -134,150 +133,9 @@ class Paths:
         return {fold: self.fold_dir(kind, fold) / OOF for fold in range(self.config.folds.k)}
 
 
-def shard_file_name(index: int, count: int, suffix: str = ".csv") -> str:
-    """``part-<index>-of-<count>.csv``."""
-    return f"part-{index}-of-{count}{suffix}"
-
-
 def sidecar_path(path: Path) -> Path:
     """``submission.csv`` -> ``submission.meta.json``: what the submission was made from."""
     return path.with_suffix(".meta.json")
-
-
-# ----------------------------------------------------------------------------- the up-to-date policy
-
-@dataclass(frozen=True)
-class Stamp:
-    """What an output was made from: the config keys that shape it and its inputs' fingerprints.
-
-    ``config`` holds flattened dotted keys (``{"inference.tta": ["none", "hflip"]}``); ``keys`` the
-    prefixes they were selected by; ``inputs`` a fingerprint (e.g. a SHA-256) per named input.
-    """
-
-    keys: tuple[str, ...]
-    config: dict[str, Any]
-    inputs: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, config: Config, keys: Sequence[str], inputs: Mapping[str, Any] | None = None) -> Stamp:
-        return cls(tuple(keys), select(config.raw, keys), dict(inputs or {}))
-
-    def to_dict(self) -> dict:
-        return {"keys": list(self.keys), "config": self.config, "inputs": self.inputs}
-
-    @classmethod
-    def from_dict(cls, value: Any) -> Stamp | None:
-        """A stamp read back (None for anything that is not one)."""
-        if not isinstance(value, Mapping) or not isinstance(value.get("config"), Mapping):
-            return None
-        return cls(tuple(value.get("keys") or ()), dict(value["config"]), dict(value.get("inputs") or {}))
-
-
-def normalised_flat(flat: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
-    """Flattened stamp values in their normal form: config keys through the schema's rules (defaults for keys
-    added since the stamp was written), other entries (a stage's own settings) as they are."""
-    values = select(defaults_tree(), keys)
-    for dotted, value in flat.items():
-        rule = rule_of(dotted)
-        if rule is not None:
-            try:
-                value = to_tree(rule(value))
-            except RuleError:
-                pass  # a value this version does not accept: it differs from any current one
-        values[dotted] = value
-    return values
-
-
-def stamp_differences(previous: Stamp, current: Stamp) -> tuple[list[str], list[str]]:
-    """``(config differences as "key: old -> new", changed input names)`` between a saved stamp and the current one."""
-    old, new = normalised_flat(previous.config, current.keys), normalised_flat(current.config, current.keys)
-    differences = [f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(old.keys() | new.keys())
-                   if old.get(key) != new.get(key)]
-    changed = sorted(name for name in previous.inputs.keys() | current.inputs.keys()
-                     if previous.inputs.get(name) != current.inputs.get(name))
-    return differences, changed
-
-
-class Action(enum.Enum):
-    BUILD = "build"  # no usable output: make it
-    SKIP = "skip"  # up to date
-    REDO = "redo"  # inputs changed, or --force
-
-
-@dataclass(frozen=True)
-class Decision:
-    action: Action
-    note: str  # one line for the log ("" when building from nothing)
-
-
-def decide(what: str, previous: Stamp | None, current: Stamp, force: bool, remedy: str | None = None) -> Decision:
-    """The up-to-date policy of every stage.
-
-    Args:
-        what: the output, for messages (``"seg fold 0 of demo"``, ``"models/demo/thresholds.json"``).
-        previous: the stamp saved with the existing output; None when there is none.
-        current: the stamp the stage would save now.
-        force: ``--force``: remake it whatever the stamp says.
-        remedy: what to do about a different config (default: re-run with ``--force``).
-
-    Returns:
-        The :class:`Decision`; its ``note`` is the one line to print.
-
-    Raises:
-        ConfigError: the output was made with a different config and ``force`` is not set; the
-            message lists the differences and what to do.
-    """
-    if previous is None:
-        return Decision(Action.BUILD, "")
-    differences, changed = stamp_differences(previous, current)
-    if force:
-        return Decision(Action.REDO, f"{what}: --force: making it again")
-    if differences:
-        raise ConfigError(different_config_message(what, differences, remedy))
-    if changed:
-        return Decision(Action.REDO, f"{what}: {', '.join(changed)} changed since it was made: making it again")
-    return Decision(Action.SKIP, f"{what} is up to date (same config and inputs); --force makes it again")
-
-
-def different_config_message(what: str, differences: Sequence[str], remedy: str | None = None) -> str:
-    """The error for an output made with another config (the differences, then what to do)."""
-    from .errors import format_problems
-
-    remedy = remedy or "Re-run with --force to rebuild it with the current config"
-    return (f"{what} was made with a different config:\n{format_problems(differences)}\n"
-            f"{remedy}, or use another experiment name (--experiment NAME) to keep both.")
-
-
-def read_stamp(path: Path) -> Stamp | None:
-    """A stamp file (None when missing or unreadable: the output is then remade)."""
-    try:
-        return Stamp.from_dict(json.loads(path.read_text()))
-    except (OSError, ValueError):
-        return None
-
-
-def read_sidecar(path: Path) -> dict | None:
-    """A submission's ``*.meta.json`` with its ``"stamp"`` as a :class:`Stamp` (None when missing or unreadable)."""
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(saved, dict):
-        return None
-    return {**saved, "stamp": Stamp.from_dict(saved.get("stamp"))}
-
-
-def write_stamp(path: Path, stamp: Stamp) -> None:
-    from .files import write_json
-
-    write_json(path, stamp.to_dict())
-
-
-def file_fingerprint(path: Path) -> str:
-    """``sha256:<hex>`` of a file, or ``"missing"``."""
-    from .files import file_sha256
-
-    return f"sha256:{file_sha256(path)}" if Path(path).is_file() else "missing"
 
 
 # ----------------------------------------------------------------------------- trained folds
@@ -417,8 +275,6 @@ def check_tuned_on(document: Mapping, paths: Paths, kind: str, folds: Iterable[i
                 f"then `severstal tune --config {paths.config.source}`")
         current = file_fingerprint(weights)
         if recorded[fold] != current:
-            from .oof_files import read_oof_stamp
-
             oof = read_oof_stamp(paths.fold_dir(kind, fold) / OOF)
             steps = (f"`severstal tune --config {paths.config.source}`" if oof and oof.inputs.get("weights") == current
                      else f"`severstal oof --model {kind} --fold {fold}` and `severstal tune --config "

@@ -12,7 +12,7 @@ import argparse
 import errno
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from .config import DEFAULT_CONFIG, Config, load_config
 from .errors import UserError
@@ -30,9 +30,18 @@ def add_config_arguments(parser: argparse.ArgumentParser, data: bool = True) -> 
         parser.add_argument("--data", default=None, help="data directory in Kaggle's layout (default: the config's)")
 
 
-def config_from_args(args: argparse.Namespace, overrides: Sequence[str] = ()) -> Config:
-    """The validated config of the standard options (``overrides`` are applied after ``--set``)."""
-    return load_config(args.config, [*args.overrides, *overrides], getattr(args, "data", None), args.experiment)
+def config_from_args(args: argparse.Namespace, options: Mapping[str, tuple[str, object]] | None = None) -> Config:
+    """The validated config of the standard options, with a stage's own options applied after ``--set``.
+
+    Args:
+        args: the parsed command line.
+        options: ``{config key: (option name, value)}`` for options that set config keys, e.g.
+            ``{"inference.tta": ("--tta", "none,hflip")}``; None values are left out. They are
+            checked by the schema like ``--set`` values, and messages name the option.
+    """
+    extra = [(f"{key}={value}", f"{option} {value}: ") for key, (option, value) in (options or {}).items()
+             if value is not None]
+    return load_config(args.config, [*args.overrides, *extra], getattr(args, "data", None), args.experiment)
 
 
 def os_error_message(error: OSError) -> str:

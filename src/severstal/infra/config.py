@@ -89,13 +89,16 @@ def suggestion(dotted: str) -> str:
         for part in parts[1:-1]:
             cls = nested_sections(cls)[part]
         siblings = [f"{prefix}.{f.name}" for f in dataclasses.fields(cls)]
+        where = f"{prefix} has"
+    elif prefix:  # a misspelt section: any key may be meant
+        siblings, where = known_keys(), "see severstal config for the known keys; the sections are"
     else:
-        siblings = list(SECTIONS) + list(TOP_LEVEL)
+        siblings, where = list(SECTIONS) + list(TOP_LEVEL), "the known sections and keys are"
     close = difflib.get_close_matches(dotted, siblings, n=1, cutoff=0.6)
     if close:
         return f"; did you mean {close[0]}?"
-    where = f"{prefix} has" if prefix else "the known sections and keys are"
-    return f"; {where}: {', '.join(name.rsplit('.', 1)[-1] for name in siblings)}"
+    names = list(SECTIONS) if prefix and not is_section(prefix) else [name.rsplit(".", 1)[-1] for name in siblings]
+    return f"; {where}: {', '.join(names)}"
 
 
 def check_file_keys(tree: Mapping, origin: str, prefix: str = "") -> None:
@@ -157,12 +160,17 @@ def merge(base: dict, update: Mapping, origins: dict[str, str], origin: str, pre
             origins[dotted] = origin
 
 
-def parse_assignment(assignment: str) -> tuple[str, Any]:
-    """``"seg.epochs=3"`` -> ``("seg.epochs", 3)``: the value read as YAML, or as text for paths and names."""
+def parse_assignment(assignment: str, origin: str | None = None) -> tuple[str, Any]:
+    """``"seg.epochs=3"`` -> ``("seg.epochs", 3)``: the value read as YAML, or as text for paths and names.
+
+    Args:
+        assignment: ``section.key=value``.
+        origin: how messages name it (default ``--set section.key=value: ``).
+    """
     if "=" not in assignment:
         raise ConfigError(f"--set expects section.key=value, got {assignment!r}")
     dotted, text = (part.strip() for part in assignment.split("=", 1))
-    origin = f"--set {assignment}: "
+    origin = origin or f"--set {assignment}: "
     if is_section(dotted):
         example = known_keys(dotted)[0]
         raise ConfigError(f"{origin}{dotted} is a section: set one of its keys, e.g. {example}=...")
@@ -193,7 +201,7 @@ def experiment_slug(text: str) -> str:
 
 def load_config(
     path: str | os.PathLike = DEFAULT_CONFIG,
-    overrides: Sequence[str] = (),
+    overrides: Sequence[str | tuple[str, str]] = (),
     data: str | os.PathLike | None = None,
     experiment: str | None = None,
 ) -> Config:
@@ -202,7 +210,8 @@ def load_config(
     Args:
         path: YAML file (relative to the working directory).
         overrides: ``section.key=value`` strings; values are read as YAML, except for path and
-            name keys, which take the text as it is (``data.dir=2019`` is the folder ``2019``).
+            name keys, which take the text as it is (``data.dir=2019`` is the folder ``2019``). An
+            item may be ``(assignment, origin)`` to be named by ``origin`` in messages (a stage's option).
         data: a data directory that replaces the config's; when it differs, the experiment
             becomes ``<config name>-<base name of data>`` and the folds file
             ``<paths.folds>/<experiment>_folds.csv`` so that runs on different data share nothing.
@@ -220,10 +229,13 @@ def load_config(
     origins: dict[str, str] = {}
     for file, mapping in read_chain(path):
         merge(tree, mapping, origins, f"{file}: ")
-    for assignment in overrides:
-        dotted, value = parse_assignment(assignment)
+    overridden = set()
+    for override in overrides:
+        assignment, origin = override if isinstance(override, tuple) else (override, f"--set {override}: ")
+        dotted, value = parse_assignment(assignment, origin)
         assign(tree, dotted, value)
-        origins[dotted] = f"--set {assignment}: "
+        origins[dotted] = origin
+        overridden.add(dotted)
     name = path.stem
     if tree["experiment"] is None:
         tree["experiment"] = name
@@ -235,7 +247,7 @@ def load_config(
     if experiment or derived:
         tree["experiment"] = experiment or derived
         origins["experiment"] = "--experiment: " if experiment else "--data: "
-        if derived:
+        if derived and "data.folds_file" not in overridden:  # an explicit override wins
             tree["data"]["folds_file"] = str(Path(str(tree["paths"]["folds"])) / f"{tree['experiment']}_folds.csv")
     return config_from_tree(tree, name, str(path), lambda dotted: origins.get(dotted, f"{path}: "))
 

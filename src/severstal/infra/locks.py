@@ -51,8 +51,10 @@ def process_start(pid: int) -> int | None:
 
 
 def current_holder() -> Holder:
-    command = " ".join(["severstal", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("severstal") else \
-        " ".join(sys.argv) or "python"
+    """This process as a lock holder (its command line as the user typed it, as near as can be told)."""
+    program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+    command = " ".join(["severstal", *sys.argv[1:]]) if program in ("severstal", "__main__.py") else " ".join(
+        [program, *sys.argv[1:]])
     return Holder(os.getpid(), socket.gethostname(), command, datetime.now().isoformat(timespec="seconds"),
                   process_start(os.getpid()))
 
@@ -94,38 +96,25 @@ def locked_message(what: str, path: Path, holder: Holder | None) -> str:
 
 @contextlib.contextmanager
 def _guard(directory: Path) -> Iterator[None]:
-    """Serialise the acquire step of the locks in ``directory`` among this host's processes."""
-    with open(directory / ".guard", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    """Serialise the acquire step of the locks in ``directory`` among this host's processes (a flock on it)."""
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # releases the flock
 
 
-def acquire(directory: Path, name: str, what: str) -> Path:
-    """Take the lock ``directory/<name>.lock`` or raise :class:`LockError` at once.
-
-    Args:
-        directory: the ``.locks`` folder (created when missing).
-        name: the lock's name, e.g. ``seg-fold0``.
-        what: the target for messages, e.g. ``seg fold 0 of demo``.
-
-    Returns:
-        The lock file's path (for :func:`release`).
-    """
-    directory = Path(directory)
+def _try_acquire(directory: Path, path: Path, what: str, me: Holder) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{name}.lock"
-    me = current_holder()
     temporary = temporary_sibling(path)
-    temporary.write_text(json.dumps(asdict(me)) + "\n")
     try:
         with _guard(directory):
+            temporary.write_text(json.dumps(asdict(me)) + "\n")
             for _ in range(2):
                 try:
                     os.link(temporary, path)
-                    return path
+                    return
                 except FileExistsError:
                     holder = read_holder(path)
                     if holder is not None and holder.host == me.host and not is_running(holder):
@@ -137,18 +126,52 @@ def acquire(directory: Path, name: str, what: str) -> Path:
         temporary.unlink(missing_ok=True)
 
 
+def acquire(directory: Path, name: str, what: str) -> Path:
+    """Take the lock ``directory/<name>.lock`` or raise :class:`LockError` at once.
+
+    Args:
+        directory: the ``.locks`` folder (created when missing, removed again when no lock is left in it).
+        name: the lock's name, e.g. ``seg-fold0``.
+        what: the target for messages, e.g. ``seg fold 0 of demo``.
+
+    Returns:
+        The lock file's path (for :func:`release`).
+    """
+    directory = Path(directory)
+    path = directory / f"{name}.lock"
+    me = current_holder()
+    for attempt in range(3):
+        try:
+            _try_acquire(directory, path, what, me)
+            return path
+        except FileNotFoundError:  # another process removed the empty folder meanwhile
+            if attempt == 2:
+                raise
+    return path
+
+
 def release(path: Path) -> None:
-    """Remove a lock this process holds (one another process took over is left alone)."""
+    """Remove a lock this process holds (one another process took over is left alone), and the folder if empty."""
     holder = read_holder(path)
     if holder is not None and holder.pid == os.getpid() and holder.host == socket.gethostname():
         path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # not empty: other locks are held
+        path.parent.rmdir()
 
 
 @contextlib.contextmanager
 def hold(directory: Path, name: str, what: str) -> Iterator[Path]:
-    """Hold a lock while the block runs (see :func:`acquire`); it is removed when the block ends, however."""
+    """Hold a lock while the block runs (see :func:`acquire`); it is removed when the block ends, however.
+
+    Folders created for the lock that are still empty then (the stage failed before writing) are removed too.
+    """
+    directory = Path(directory)
+    created = [folder for folder in (directory, *directory.parents) if not folder.exists()]
     path = acquire(directory, name, what)
     try:
         yield path
     finally:
         release(path)
+        for folder in created:  # deepest first
+            with contextlib.suppress(OSError):
+                folder.rmdir()

@@ -1,30 +1,45 @@
 """Out-of-fold statistics files (``oof.npz``): written atomically, read back checked, with their stamp.
 
 The arrays are those of ``core.oofstats`` (format in docs/oof-format.md); a JSON ``stamp`` entry
-records what made them (``infra.artifacts.Stamp``: the TTA and grid, the weights' fingerprint).
+records what made them (``infra.stamps.Stamp``: the TTA and grid, the weights' fingerprint).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from ..core.oofstats import classifier_from_arrays, segmentation_from_arrays
-from .artifacts import Stamp
+from ..core.oofstats import classifier_arrays, classifier_from_arrays, segmentation_arrays, segmentation_from_arrays
 from .files import atomic_path
+from .stamps import Stamp
 
 STAMP_KEY = "stamp"
 
 
-def write_oof(path: str | os.PathLike, arrays: dict[str, np.ndarray], stamp: Stamp) -> Path:
-    """Write OOF arrays (``core.oofstats.segmentation_arrays`` or ``classifier_arrays``) and their stamp."""
+def write_oof(path: str | os.PathLike, arrays: dict[str, np.ndarray], stamp: Stamp | None = None) -> Path:
+    """Write OOF arrays and their stamp at exactly ``path`` (np.savez would append ``.npz`` to a name)."""
     path = Path(path)
-    with atomic_path(path) as temporary, open(temporary, "wb") as handle:  # np.savez would append .npz to a name
-        np.savez_compressed(handle, **arrays, **{STAMP_KEY: np.array(json.dumps(stamp.to_dict()))})
+    extra = {} if stamp is None else {STAMP_KEY: np.array(json.dumps(stamp.to_dict()))}
+    with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+        np.savez_compressed(handle, **arrays, **extra)
     return path
+
+
+def save_segmentation_oof(path: str | os.PathLike, image_ids: Sequence[str], fold: int, stats: dict[str, np.ndarray],
+                          pixel_thresholds: Sequence[float], min_component_sizes: Sequence[int],
+                          stamp: Stamp | None = None) -> Path:
+    """Write one fold's segmentation statistics (``core.oofstats.segmentation_arrays``)."""
+    return write_oof(path, segmentation_arrays(image_ids, fold, stats, pixel_thresholds, min_component_sizes), stamp)
+
+
+def save_classifier_oof(path: str | os.PathLike, image_ids: Sequence[str], fold: int, probabilities: np.ndarray,
+                        stamp: Stamp | None = None) -> Path:
+    """Write one fold's classifier probabilities (``core.oofstats.classifier_arrays``)."""
+    return write_oof(path, classifier_arrays(image_ids, fold, probabilities), stamp)
 
 
 def read_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -36,21 +51,31 @@ def read_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise ValueError(f"{path} is not a readable OOF statistics file: {error}") from None
 
 
-def load_oof(path: str | os.PathLike, kind: str) -> dict:
-    """A checked OOF file of ``kind`` (``seg`` or ``cls``) with its ``"stamp"`` (None for files without one).
-
-    Raises:
-        ValueError: unreadable, another kind, another format version, or malformed; naming the file.
-    """
+def _load(path: str | os.PathLike, convert) -> dict:
     arrays = read_arrays(path)
     try:
-        content = (segmentation_from_arrays if kind == "seg" else classifier_from_arrays)(arrays)
+        content = convert(arrays)
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
     return content | {"stamp": stamp_of(arrays)}
 
 
+def load_segmentation_oof(path: str | os.PathLike) -> dict:
+    """A checked segmentation OOF file (``core.oofstats.segmentation_from_arrays``) with its ``"stamp"``.
+
+    Raises:
+        ValueError: unreadable, another kind, another format version, or malformed; naming the file.
+    """
+    return _load(path, segmentation_from_arrays)
+
+
+def load_classifier_oof(path: str | os.PathLike) -> dict:
+    """A checked classifier OOF file (``core.oofstats.classifier_from_arrays``) with its ``"stamp"``."""
+    return _load(path, classifier_from_arrays)
+
+
 def stamp_of(arrays: dict[str, np.ndarray]) -> Stamp | None:
+    """The stamp among an OOF file's arrays (None for files written without one)."""
     try:
         return Stamp.from_dict(json.loads(str(arrays[STAMP_KEY])))
     except (KeyError, ValueError):

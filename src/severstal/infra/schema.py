@@ -595,36 +595,32 @@ def check_value(dotted: str, value: Any, origin: str) -> Any:
 def build_sections(tree: Mapping, where: Callable[[str], str]) -> Sections:
     """Validate a complete config tree (every section and key present) into :class:`Sections`.
 
-    Cross-key rules are checked too: a training crop must fit the scaled image.
-
     Raises:
         RuleError: the first problem, as one message.
     """
     values = {name: check_value(name, tree[name], where(name)) for name in TOP_LEVEL}
     for name, (cls, _) in SECTIONS.items():
         values[name] = build_section(cls, tree[name], where, name)
-    sections = Sections(**values)
-    for kind in ("cls", "seg"):
-        model = getattr(sections, kind)
-        if model.crop is not None:
-            height = max(1, round(sections.data.height * model.scale))
-            width = max(1, round(sections.data.width * model.scale))
-            if model.crop[0] > height or model.crop[1] > width:
-                raise RuleError(f"{where(f'{kind}.crop')}{kind}.crop: {model.crop[0]} x {model.crop[1]} is larger "
-                                f"than the scaled image {height} x {width} (data.height x data.width x {kind}.scale)")
-    return sections
+    return Sections(**values)
 
 
 def check_against_data(sections: Sections, num_classes: int, kind: str) -> list[str]:
     """Problems of the keys that depend on the data, for the model ``kind`` about to be trained.
 
-    Only keys that take effect are checked: ``seg.pos_weight`` when the loss uses it, a
-    ``val_pos_dice_K`` monitor against the number of classes.
+    Only keys that take effect are checked: the training crop against the scaled image size,
+    ``seg.pos_weight`` when the loss uses it, a ``val_pos_dice_K`` monitor against the number of classes.
 
     Returns:
         Messages, empty when everything fits.
     """
     problems = []
+    model = getattr(sections, kind)
+    if model.crop is not None:
+        height = max(1, round(sections.data.height * model.scale))
+        width = max(1, round(sections.data.width * model.scale))
+        if model.crop[0] > height or model.crop[1] > width:
+            problems.append(f"{kind}.crop: {model.crop[0]} x {model.crop[1]} is larger than the scaled image "
+                            f"{height} x {width} (data.height x data.width x {kind}.scale)")
     if kind == "seg":
         seg = sections.seg
         if seg.loss == "bce_weighted" and (seg.pos_weight is None or len(seg.pos_weight) != num_classes):

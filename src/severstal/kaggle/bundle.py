@@ -45,15 +45,14 @@ from ..infra.artifacts import (
     FINISHED,
     THRESHOLDS,
     Paths,
-    Stamp,
     check_tuned_on,
-    file_fingerprint,
     finished_folds,
     read_thresholds,
 )
 from ..infra.config import Config
 from ..infra.errors import UserError
 from ..infra.files import file_sha256, write_json
+from ..infra.stamps import Stamp, file_fingerprint
 from . import notebook as kaggle_notebook
 from .api import kaggle_config_dir
 from .notebook import FORMAT_VERSION, MANIFEST

@@ -20,11 +20,12 @@ from ..core import oofstats
 from ..core.constants import CLASS_IDS, NUM_CLASSES
 from ..core.labels import masks_for
 from ..core.metric import classification_groups, classification_summary, raw_dice, segmentation_summary
-from ..infra.artifacts import CONFUSION, METRICS, OOF, Paths, Stamp
+from ..infra.artifacts import CONFUSION, METRICS, OOF, Paths
 from ..infra.config import Config
 from ..infra.figures import confusion_matrices, save_figure
 from ..infra.files import write_json
-from ..infra.oof_files import write_oof
+from ..infra.oof_files import save_classifier_oof, save_segmentation_oof
+from ..infra.stamps import Stamp
 from .hardware import configure_hardware
 from .inference import load_fold_model, predict_images
 
@@ -67,8 +68,7 @@ def compute_oof(config: Config, kind: str, fold: int, val_ids: list[str], lookup
                                                                component_sizes))
             dice.append(raw_dice(probabilities, truth))
         joined = oofstats.concatenate_statistics(statistics)
-        write_oof(fold_dir / OOF, oofstats.segmentation_arrays(val_ids, fold, joined, pixel_thresholds,
-                                                                component_sizes), stamp)
+        save_segmentation_oof(fold_dir / OOF, val_ids, fold, joined, pixel_thresholds, component_sizes, stamp)
         metrics |= segmentation_summary(np.concatenate(dice), joined["true_area"])
         shown = " ".join(f"{c}: {'n/a' if v is None else f'{v:.3f}'}"
                          for c, v in metrics["dice_on_images_with_class"].items())
@@ -77,7 +77,7 @@ def compute_oof(config: Config, kind: str, fold: int, val_ids: list[str], lookup
     else:
         probabilities = np.concatenate([p for _, p in progress]) if val_ids else np.zeros((0, NUM_CLASSES))
         truth = np.array([[c in lookup.get(i, {}) for c in CLASS_IDS] for i in val_ids], dtype=np.float32)
-        write_oof(fold_dir / OOF, oofstats.classifier_arrays(val_ids, fold, probabilities), stamp)
+        save_classifier_oof(fold_dir / OOF, val_ids, fold, probabilities, stamp)
         summary = classification_summary(probabilities, truth.reshape(-1, NUM_CLASSES))
         metrics["at_0.5"] = summary
         groups = classification_groups(probabilities.shape[1])

@@ -15,22 +15,13 @@ import time
 from pathlib import Path
 
 from ..core.constants import NUM_CLASSES
-from ..infra.artifacts import (
-    BACKUP_DIR,
-    BEST_WEIGHTS,
-    CONFIG_FILE,
-    CURVES,
-    FINISHED,
-    LAST_WEIGHTS,
-    STAMP_FILE,
-    Stamp,
-    write_stamp,
-)
+from ..infra.artifacts import BACKUP_DIR, BEST_WEIGHTS, CONFIG_FILE, CURVES, FINISHED, LAST_WEIGHTS, STAMP_FILE
 from ..infra.config import Config
 from ..infra.errors import UserError
 from ..infra.figures import save_figure, training_curves
 from ..infra.files import write_atomically
 from ..infra.schema import ClassifierSection, SegmenterSection
+from ..infra.stamps import Stamp, write_stamp
 from .callbacks import (
     PauseForTests,
     ResumableBackup,

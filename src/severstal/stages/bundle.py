@@ -17,9 +17,10 @@ from pathlib import Path
 
 from ..core.ensemble import FLIPS
 from ..infra import locks
-from ..infra.artifacts import LOCKS, Action, Paths, decide, replace_folder
+from ..infra.artifacts import LOCKS, Paths, replace_folder
 from ..infra.commands import add_config_arguments, config_from_args, run_main
 from ..infra.errors import UserError
+from ..infra.stamps import Action, decide
 from ..kaggle.bundle import (
     DEFAULT_OUT,
     USERNAME_PLACEHOLDER,
@@ -59,10 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def option_overrides(args: argparse.Namespace) -> list[str]:
-    """``--folds``, ``--tta`` and ``--batch-size`` as config overrides (checked by the same schema)."""
-    return [f"{key}={value}" for key, value in (("inference.folds", args.folds), ("inference.tta", args.tta),
-                                               ("inference.batch_size", args.batch_size)) if value is not None]
+def option_overrides(args: argparse.Namespace) -> dict:
+    """``--folds``, ``--tta`` and ``--batch-size``: the config keys they set (checked by the same schema)."""
+    return {"inference.folds": ("--folds", args.folds), "inference.tta": ("--tta", args.tta),
+            "inference.batch_size": ("--batch-size", args.batch_size)}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -101,8 +101,8 @@ def describe(settings: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    options = [f"demo.{key}={value}" for key in ("train", "test", "seed") if (value := getattr(args, key)) is not None]
-    config = config_from_args(args, options)  # --train/--test/--seed checked like demo.* keys
+    options = {f"demo.{key}": (f"--{key}", getattr(args, key)) for key in ("train", "test", "seed")}
+    config = config_from_args(args, options)  # checked like the demo.* keys
     out = Path(args.out) if args.out else Path(config.data.dir)
     settings = demo_settings(config)
     wanted = {"generator": GENERATOR, "version": VERSION, **settings}

@@ -20,22 +20,12 @@ from ..core.drawing import overlay_masks
 from ..core.labels import choose_examples, class_combinations, classes_per_image, mask_areas, masks_for, rle_lookup
 from ..core.splits import presence_columns_of
 from ..infra import locks
-from ..infra.artifacts import (
-    CONFIG_FILE,
-    EDA_KEYS,
-    LOCKS,
-    STAMP_FILE,
-    Action,
-    Paths,
-    Stamp,
-    decide,
-    read_stamp,
-    write_stamp,
-)
+from ..infra.artifacts import CONFIG_FILE, EDA_KEYS, LOCKS, STAMP_FILE, Paths
 from ..infra.commands import add_config_arguments, config_from_args, run_main
 from ..infra.data import training_set
 from ..infra.figures import NEUTRAL, bar_figure, example_figure, mask_area_histograms, save_figure
 from ..infra.files import text_sha256, write_atomically
+from ..infra.stamps import Action, Stamp, decide, read_stamp, write_stamp
 
 SUMMARY_FIGURES = ("defect_free_vs_defective", "classes_per_image", "class_combinations", "images_per_class",
                    "mask_area_per_class")
@@ -110,12 +100,12 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     paths = Paths(config)
     out_dir = paths.eda
+    labels, presence = training_set(paths)
+    names = expected_figures(presence)
     with locks.hold(paths.reports / LOCKS, "eda", f"the EDA figures of {config.experiment_name}"):
-        labels, presence = training_set(paths)
-        names = expected_figures(presence)
         current = Stamp.of(config, EDA_KEYS, {"training labels": labels_digest(labels, presence)})
         previous = read_stamp(out_dir / STAMP_FILE) if all((out_dir / name).is_file() for name in names) else None
-        decision = decide(f"eda: the {len(names)} figures in {out_dir}", previous, current, args.force)
+        decision = decide(f"eda: {out_dir} ({len(names)} figures)", previous, current, args.force)
         if decision.action is Action.SKIP:
             print(decision.note)
             return 0

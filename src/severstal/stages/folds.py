@@ -16,12 +16,13 @@ import pandas as pd
 
 from ..core.splits import fold_counts, make_folds, presence_columns_of
 from ..infra import locks
-from ..infra.artifacts import FOLDS_KEYS, LOCKS, Action, Paths, Stamp, decide, read_saved_config
+from ..infra.artifacts import FOLDS_KEYS, LOCKS, Paths, read_saved_config
 from ..infra.commands import add_config_arguments, config_from_args, run_main
 from ..infra.config import select
 from ..infra.data import training_set
 from ..infra.errors import UserError
 from ..infra.files import text_sha256, write_atomically
+from ..infra.stamps import Action, Stamp, decide
 
 INPUT = "the training images and labels"
 
@@ -67,9 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    overrides = [f"{key}={value}" for key, value in (("folds.k", args.k), ("folds.seed", args.seed),
-                                                     ("data.folds_file", args.out)) if value is not None]
-    config = config_from_args(args, overrides)
+    config = config_from_args(args, {"folds.k": ("--k", args.k), "folds.seed": ("--seed", args.seed),
+                                     "data.folds_file": ("--out", args.out)})
     paths = Paths(config)
     path = paths.folds_file
     k, seed = config.folds.k, config.folds.seed
@@ -79,8 +79,10 @@ def run(args: argparse.Namespace) -> int:
         existing = existing_presence(path) if path.is_file() else None
         previous = None
         if existing is not None:
-            saved = read_saved_config(paths.folds_config) or {}
-            previous = Stamp(FOLDS_KEYS, select(saved, FOLDS_KEYS), {INPUT: presence_digest(existing)})
+            saved = read_saved_config(paths.folds_config)
+            made_with = select(saved, FOLDS_KEYS) if saved else {  # without its config: K from the file itself
+                "folds.k": int(existing["fold"].nunique()) if "fold" in existing else None, "folds.seed": seed}
+            previous = Stamp(FOLDS_KEYS, made_with, {INPUT: presence_digest(existing)})
         decision = decide(f"the folds file {path}", previous, current, args.force, (
             "Models trained on it would not match new folds: re-run with --force to replace it, or write the new "
             "folds elsewhere (--out FILE, or --set data.folds_file=FILE)"))

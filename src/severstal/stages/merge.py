@@ -20,11 +20,12 @@ import pandas as pd
 from ..core.ensemble import ablation_text, merge_shards
 from ..core.labels import detect_layout, normalise
 from ..infra import locks
-from ..infra.artifacts import LOCKS, Paths, Stamp, read_sidecar, sidecar_path
+from ..infra.artifacts import LOCKS, Paths, sidecar_path
 from ..infra.commands import add_config_arguments, config_from_args, run_main
 from ..infra.errors import UserError
-from ..infra.files import text_sha256, write_json
+from ..infra.files import write_json
 from ..infra.images import image_names
+from ..infra.stamps import Stamp, read_sidecar, same_image_names
 from ..infra.tables import read_csv_text, write_ablation, write_submission
 
 PART_PATTERN = re.compile(r"part-(\d+)-of-(\d+)\.csv")
@@ -91,10 +92,10 @@ def run(args: argparse.Namespace) -> int:
     images_dir = Path(args.images) if args.images else paths.test_images
     expected = image_names(images_dir)
     recorded = stamp.inputs.get("images", "")
-    if not recorded.endswith(f"sha256:{text_sha256(chr(10).join(expected))}"):
-        raise UserError(f"the parts were predicted from other images ({recorded.split(':')[0]}) than the "
-                        f"{len(expected):,} images of {images_dir}: give --images for the folder they were made from, "
-                        "or re-run the shards")
+    if not same_image_names(recorded, expected):
+        raise UserError(f"the parts were predicted from other images ({recorded.rsplit(' sha256', 1)[0]}), which "
+                        f"differ from the {len(expected):,} images of {images_dir}: give --images for the folder they "
+                        "were made from, or re-run the shards")
     frames, layouts = {}, set()
     for index, path in parts.items():
         try:

@@ -11,12 +11,13 @@ import argparse
 import sys
 
 from ..infra import locks
-from ..infra.artifacts import LOCKS, OOF, Action, FoldState, Paths, decide, fold_label, fold_status, oof_stamp
+from ..infra.artifacts import LOCKS, OOF, FoldState, Paths, fold_label, fold_status, oof_stamp
 from ..infra.commands import add_config_arguments, config_from_args, run_main
 from ..infra.data import chosen_folds, read_folds, split_ids, training_lookup
 from ..infra.errors import UserError
 from ..infra.images import usable_images
 from ..infra.oof_files import read_oof_stamp
+from ..infra.stamps import Action, decide
 
 
 def build_parser() -> argparse.ArgumentParser:

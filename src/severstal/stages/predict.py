@@ -54,14 +54,9 @@ from ..infra.artifacts import (
     BEST_WEIGHTS,
     LOCKS,
     PREDICT_KEYS,
-    Action,
     Paths,
-    Stamp,
     check_tuned_on,
-    decide,
-    file_fingerprint,
     finished_folds,
-    read_sidecar,
     read_thresholds,
     sidecar_path,
 )
@@ -69,8 +64,9 @@ from ..infra.commands import add_config_arguments, config_from_args, run_main
 from ..infra.config import Config
 from ..infra.data import test_truth
 from ..infra.errors import UserError, format_problems
-from ..infra.files import text_sha256, write_atomically, write_json
+from ..infra.files import write_atomically, write_json
 from ..infra.images import bad_images, image_names
+from ..infra.stamps import Action, Stamp, decide, file_fingerprint, images_fingerprint, read_sidecar
 from ..infra.tables import write_ablation, write_submission
 
 
@@ -85,8 +81,7 @@ def predict_stamp(config: Config, paths: Paths, folds: Sequence[int], kinds: Seq
     inputs = {"thresholds": file_fingerprint(paths.thresholds),
               **{f"{kind} fold {fold} weights": file_fingerprint(paths.fold_dir(kind, fold) / BEST_WEIGHTS)
                  for kind in kinds for fold in folds},
-              "images": f"{os.path.normpath(str(images_dir))}: {len(all_ids)} names sha256:"
-                        f"{text_sha256(chr(10).join(sorted(all_ids)))}"}
+              "images": images_fingerprint(images_dir, all_ids)}
     settings = {"predict.folds": list(folds), "predict.format": layout, "predict.skip_bad": skip_bad}
     return Stamp((*stamp.keys, *settings), {**stamp.config, **settings}, inputs)
 
@@ -170,14 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def option_overrides(args: argparse.Namespace) -> list[str]:
-    """``--folds``, ``--tta`` and ``--batch-size`` as config overrides (checked by the same schema)."""
-    overrides = []
-    for option, key in ((args.folds, "inference.folds"), (args.tta, "inference.tta"),
-                        (args.batch_size, "inference.batch_size")):
-        if option is not None:
-            overrides.append(f"{key}={option}")
-    return overrides
+def option_overrides(args: argparse.Namespace) -> dict:
+    """``--folds``, ``--tta`` and ``--batch-size``: the config keys they set (checked by the same schema)."""
+    return {"inference.folds": ("--folds", args.folds), "inference.tta": ("--tta", args.tta),
+            "inference.batch_size": ("--batch-size", args.batch_size)}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -24,11 +24,8 @@ from ..infra import locks
 from ..infra.artifacts import (
     LOCKS,
     OOF,
-    Action,
     FoldState,
     Paths,
-    decide,
-    different_config_message,
     fold_label,
     fold_status,
     oof_stamp,
@@ -42,6 +39,7 @@ from ..infra.errors import ConfigError, format_problems
 from ..infra.images import usable_images
 from ..infra.oof_files import read_oof_stamp
 from ..infra.schema import check_against_data
+from ..infra.stamps import Action, decide, different_config_message
 
 
 def check_before_training(config: Config, kind: str) -> None:

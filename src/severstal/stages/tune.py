@@ -20,22 +20,14 @@ from pathlib import Path
 from ..core.oofstats import OOFStatistics, combine_folds
 from ..core.thresholds import SearchGrid, SearchResult, search_thresholds, thresholds_document
 from ..infra import locks
-from ..infra.artifacts import (
-    LOCKS,
-    MODEL_NAMES,
-    TUNE_KEYS,
-    Action,
-    Paths,
-    Stamp,
-    decide,
-    file_fingerprint,
-)
+from ..infra.artifacts import LOCKS, MODEL_NAMES, TUNE_KEYS, Paths
 from ..infra.commands import add_config_arguments, config_from_args, run_main
 from ..infra.config import Config, select
 from ..infra.errors import UserError
 from ..infra.figures import save_figure, threshold_heatmap
 from ..infra.files import write_json
-from ..infra.oof_files import load_oof
+from ..infra.oof_files import load_classifier_oof, load_segmentation_oof
+from ..infra.stamps import Action, Stamp, decide, file_fingerprint
 
 
 def missing_folds_message(kind: str, missing: dict[int, Path], config: Config) -> str:
@@ -73,7 +65,7 @@ def load_statistics(inputs: dict[str, dict[int, Path]], grid: SearchGrid) -> tup
         for fold, path in files.items():
             recompute = f"recompute it with `severstal oof --model {kind} --fold {fold} --force`"
             try:
-                part = load_oof(path, kind)
+                part = (load_segmentation_oof if kind == "seg" else load_classifier_oof)(path)
             except ValueError as error:
                 raise UserError(f"{error}; {recompute}") from None
             if part["fold"] != fold:
