@@ -81,10 +81,11 @@ run_stage() {  # run_stage NAME COMMAND...: skip before --from, stop on failure
     fi
 }
 
-config_path() {  # config_path PROPERTY: a resolved path of the config (data_dir, submission_path, ...)
+config_path() {  # config_path NAME: a path of the experiment (submission, test_images, test_labels, models)
     .venv/bin/python -c 'import sys
+from severstal.infra.artifacts import Paths
 from severstal.infra.config import load_config
-print(getattr(load_config(sys.argv[2], data=sys.argv[3] or None), sys.argv[1]))' "$1" "$config" "$data_dir"
+print(getattr(Paths(load_config(sys.argv[2], data=sys.argv[3] or None)), sys.argv[1]))' "$1" "$config" "$data_dir"
 }
 
 case "$mode" in
@@ -103,14 +104,14 @@ else
     run_stage train-seg "${SEVERSTAL[@]}" train --model seg --fold all "${common[@]}" $force
 fi
 run_stage tune       "${SEVERSTAL[@]}" tune "${common[@]}" $force
-submission="$(config_path submission_path)"
-test_dir="$(config_path data_dir)/test_images"
-truth="$(config_path data_dir)/test_labels.csv"
+submission="$(config_path submission)"
+test_dir="$(config_path test_images)"
+truth="$(config_path test_labels)"
 if ! .venv/bin/python -c 'import sys
-from severstal.core.checks import image_names
+from severstal.infra.images import image_names
 sys.exit(0 if image_names(sys.argv[1]) else 1)' "$test_dir"; then
     echo "== predict, validate, score, show (skipped: no test images in $test_dir; the trained folds and"
-    echo "   thresholds are in $(config_path models_dir)/; severstal predict --images DIR predicts any folder)"
+    echo "   thresholds are in $(config_path models)/; severstal predict --images DIR predicts any folder)"
     echo "== done"
     exit 0
 fi

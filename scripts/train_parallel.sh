@@ -51,19 +51,16 @@ poll="${POLL_SECONDS:-2}"
 
 # k and the experiment name from the config, resolved exactly as the train stage resolves it.
 settings="$("$PYTHON" -c 'import argparse, sys
-from severstal.cli import add_config_arguments, config_from_args
-from severstal.infra.config import ConfigError
+from severstal.infra.commands import add_config_arguments, config_from_args
+from severstal.infra.errors import UserError
 parser = argparse.ArgumentParser(add_help=False)
 add_config_arguments(parser)
 arguments, _ = parser.parse_known_args(sys.argv[1:])
 try:
     config = config_from_args(arguments)
-except ConfigError as error:
+except UserError as error:
     sys.exit(f"error: {error}")
-k = config.get("folds.k")
-if not isinstance(k, int) or k < 1:
-    sys.exit(f"error: folds.k must be a positive integer, got {k!r}")
-print(k, config.experiment)' "$@")"
+print(config.folds.k, config.experiment)' "$@")"
 read -r folds experiment <<< "$settings"
 log_dir="logs/$experiment"
 mkdir -p "$log_dir"

@@ -13,8 +13,12 @@ import pytest
 
 from severstal import __version__
 from severstal.cli import main as severstal
+from severstal.infra.artifacts import Paths
 from severstal.infra.config import load_config
 from severstal.infra.errors import UserError
+from severstal.infra.files import file_sha256
+from severstal.infra.stamps import file_fingerprint
+from severstal.kaggle import bundle as kaggle_bundle
 from severstal.kaggle import notebook as kaggle_notebook
 from severstal.kaggle.notebook import BundleError
 from severstal.stages import bundle
@@ -42,23 +46,24 @@ GATE_FREE = {"pixel_threshold": 0.5, "min_component_size": 0, "min_area": 0, "cl
     ("x" * 80, "severstal-" + "x" * 33 + "-bundle"),  # 50 characters, Kaggle's limit
 ])
 def test_dataset_slug(experiment, slug):
-    assert bundle.dataset_slug(experiment) == slug
+    assert kaggle_bundle.dataset_slug(experiment) == slug
     assert len(slug) <= 50
 
 
 def test_dataset_metadata_with_and_without_a_user_name():
-    assert bundle.dataset_metadata("demo", "ana") == {
+    assert kaggle_bundle.dataset_metadata("demo", "ana") == {
         "title": "Severstal demo bundle", "id": "ana/severstal-demo-bundle", "licenses": [{"name": "CC0-1.0"}]}
-    assert bundle.dataset_metadata("demo", None)["id"] == "YOUR-KAGGLE-USERNAME/severstal-demo-bundle"
+    assert kaggle_bundle.dataset_metadata("demo", None)["id"] == "YOUR-KAGGLE-USERNAME/severstal-demo-bundle"
 
 
 def test_kaggle_username_from_the_environment_then_kaggle_json(tmp_path):
     (tmp_path / "kaggle.json").write_text(json.dumps({"username": "from-file", "key": "secret"}))
-    assert bundle.kaggle_username({"KAGGLE_CONFIG_DIR": str(tmp_path)}, tmp_path) == "from-file"
-    assert bundle.kaggle_username({"KAGGLE_CONFIG_DIR": str(tmp_path), "KAGGLE_USERNAME": " env "}, tmp_path) == "env"
-    assert bundle.kaggle_username({"KAGGLE_CONFIG_DIR": str(tmp_path / "none")}, tmp_path) is None
+    assert kaggle_bundle.kaggle_username({"KAGGLE_CONFIG_DIR": str(tmp_path)}, tmp_path) == "from-file"
+    environ = {"KAGGLE_CONFIG_DIR": str(tmp_path), "KAGGLE_USERNAME": " env "}
+    assert kaggle_bundle.kaggle_username(environ, tmp_path) == "env"
+    assert kaggle_bundle.kaggle_username({"KAGGLE_CONFIG_DIR": str(tmp_path / "none")}, tmp_path) is None
     (tmp_path / "kaggle.json").write_text("not json")
-    assert bundle.kaggle_username({"KAGGLE_CONFIG_DIR": str(tmp_path)}, tmp_path) is None
+    assert kaggle_bundle.kaggle_username({"KAGGLE_CONFIG_DIR": str(tmp_path)}, tmp_path) is None
 
 
 # ----------------------------------------------------------------------------- wheels
@@ -71,7 +76,7 @@ def test_kaggle_username_from_the_environment_then_kaggle_json(tmp_path):
     ("tf_keras-2.21.0.tar.gz", "tf-keras", "2.21.0", False),
 ])
 def test_wheel_file_matches(file_name, name, version, expected):
-    assert bundle.wheel_file_matches(file_name, name, version) is expected
+    assert kaggle_bundle.wheel_file_matches(file_name, name, version) is expected
 
 
 @pytest.mark.parametrize("version, expected", [("2.21.0", (2, 21)), ("2.18.0rc1", (2, 18)), ("2.9", (2, 9)),
@@ -110,14 +115,14 @@ def test_pip_runs_without_index_config_or_questions():
 
 
 def test_requirements_pin_this_environments_versions_and_extra_tf_keras():
-    pinned = bundle.requirements(["2.18.0", "2.18.0"])
+    pinned = kaggle_bundle.requirements(["2.18.0", "2.18.0"])
     names = [entry["name"] for entry in pinned]
     assert names == ["segmentation-models", "image-classifiers", "efficientnet", "keras-applications", "tf-keras",
                      "tf-keras"]
     assert pinned[0]["version"] == "1.0.1" and pinned[-1]["version"] == "2.18.0"
     assert pinned[-1]["install"] == "if-missing" and pinned[0]["install"] == "always"
     with pytest.raises(UserError, match="--tf-keras expects a version"):
-        bundle.requirements(["latest"])
+        kaggle_bundle.requirements(["latest"])
 
 
 def test_wheels_come_from_local_folders_before_any_download(tmp_path):
@@ -127,7 +132,7 @@ def test_wheels_come_from_local_folders_before_any_download(tmp_path):
                  "tf_keras-2.18.0-py3-none-any.whl"):
         (source / name).write_bytes(name.encode())
     pinned = [{"name": "segmentation-models", "version": "1.0.1"}, {"name": "tf-keras", "version": "2.18.0"}]
-    found = bundle.fetch_wheels(pinned, tmp_path / "wheels", [tmp_path / "missing", source])
+    found = kaggle_bundle.fetch_wheels(pinned, tmp_path / "wheels", [tmp_path / "missing", source])
     assert found == {"segmentation-models==1.0.1": "segmentation_models-1.0.1-py3-none-any.whl",
                      "tf-keras==2.18.0": "tf_keras-2.18.0-py3-none-any.whl"}
     assert sorted(path.name for path in (tmp_path / "wheels").iterdir()) == sorted(found.values())
@@ -140,11 +145,11 @@ def test_offline_without_local_wheels_names_them_and_the_fix(tmp_path, monkeypat
     pinned = [{"name": "segmentation-models", "version": "1.0.1"}]
     with pytest.raises(UserError, match=r"(?s)segmentation-models==1\.0\.1: .*pip download --no-deps "
                                         r"--only-binary=:all: segmentation-models==1\.0\.1 -d DIR.*--wheels-from DIR"):
-        bundle.fetch_wheels(pinned, tmp_path / "wheels", [])
+        kaggle_bundle.fetch_wheels(pinned, tmp_path / "wheels", [])
 
 
 def test_project_wheel_builds_offline(tmp_path):
-    wheel = bundle.build_project_wheel(bundle.project_root(), tmp_path)
+    wheel = kaggle_bundle.build_project_wheel(kaggle_bundle.project_root(), tmp_path)
     assert wheel.name == f"severstal-{__version__}-py3-none-any.whl"
     with zipfile.ZipFile(wheel) as opened:
         names = opened.namelist()
@@ -255,16 +260,19 @@ def write_config(root: Path) -> Path:
 
 
 def write_thresholds(path: Path, gate: float = 0.0) -> None:
+    """Thresholds as tune writes them, "tuned" on the OOF statistics of the weights of every fold folder there is."""
     path.parent.mkdir(parents=True, exist_ok=True)
     classes = {str(c): {**GATE_FREE, "min_area": 100 * c, "classifier_threshold": gate} for c in (1, 2, 3, 4)}
-    path.write_text(json.dumps({"format_version": 1, "classes": classes}))
+    weights = {kind: {folder.name[4:]: file_fingerprint(folder / "best.weights.h5")
+                      for folder in sorted((path.parent / kind).glob("fold[0-9]*"))} for kind in ("seg", "cls")}
+    path.write_text(json.dumps({"format_version": 1, "classes": classes, "weights": weights}))
 
 
 def fake_fold(root: Path, kind: str, fold: int) -> None:
     """A fold folder with every file predict reads (their content does not matter to the bundle's choice)."""
     folder = root / "models" / "tiny" / kind / f"fold{fold}"
     folder.mkdir(parents=True)
-    for name in bundle.FOLD_FILES:
+    for name in kaggle_bundle.FOLD_FILES:
         (folder / name).write_text(f"{kind}{fold}/{name}")
 
 
@@ -292,14 +300,14 @@ def test_no_trained_fold_is_an_error(project, capsys):
 
 
 def test_a_classifier_gate_brings_the_classifier_folds(project):
-    write_thresholds(project / "models" / "tiny" / "thresholds.json", gate=0.4)
     for fold in (0, 1):
         fake_fold(project, "seg", fold)
     fake_fold(project, "cls", 1)
+    write_thresholds(project / "models" / "tiny" / "thresholds.json", gate=0.4)
     config = load_config("configs/tiny.yaml")
     with pytest.raises(UserError, match=r"classifier fold\(s\) \[0\] are not trained"):
-        bundle.plan_models(config, "all")
-    folds, gated, copies = bundle.plan_models(config, "1")
+        kaggle_bundle.plan_models(Paths(config), "all")
+    folds, gated, copies = kaggle_bundle.plan_models(Paths(config), "1")
     assert folds == [1] and gated
     assert [destination for _, destination in copies] == [
         "models/tiny/thresholds.json",
@@ -308,33 +316,33 @@ def test_a_classifier_gate_brings_the_classifier_folds(project):
         "models/tiny/cls/fold1/best.weights.h5", "models/tiny/cls/fold1/config.yaml",
         "models/tiny/cls/fold1/training.json",
     ]
-    with pytest.raises(UserError, match=r"fold\(s\) \[2\] have no trained model"):
-        bundle.plan_models(config, "1,2")
+    with pytest.raises(UserError, match=r"fold\(s\) \[2\] are not available; available: \[0, 1\]"):
+        kaggle_bundle.plan_models(Paths(config), "1,2")
 
 
 def test_without_a_gate_the_classifier_stays_out(project):
-    write_thresholds(project / "models" / "tiny" / "thresholds.json")
     fake_fold(project, "seg", 0)
     fake_fold(project, "cls", 0)
-    folds, gated, copies = bundle.plan_models(load_config("configs/tiny.yaml"), "all")
+    write_thresholds(project / "models" / "tiny" / "thresholds.json")
+    folds, gated, copies = kaggle_bundle.plan_models(Paths(load_config("configs/tiny.yaml")), "all")
     assert folds == [0] and not gated
     assert not [destination for _, destination in copies if "/cls/" in destination]
 
 
 @pytest.mark.parametrize("options, message", [
-    (["--tta", "none,rotate"], "--tta / inference.tta must be"),
-    (["--batch-size", "0"], "batch size must be a positive integer"),
+    (["--tta", "none,rotate"], "--tta none,rotate: inference.tta: must be a non-empty list"),
+    (["--batch-size", "0"], "--batch-size 0: inference.batch_size: must be an integer of at least 1"),
 ])
 def test_bad_time_budget_options(project, capsys, options, message):
-    write_thresholds(project / "models" / "tiny" / "thresholds.json")
     fake_fold(project, "seg", 0)
+    write_thresholds(project / "models" / "tiny" / "thresholds.json")
     assert severstal(["bundle", "--config", "configs/tiny.yaml", *options]) == 1
     assert message in capsys.readouterr().err
 
 
 def test_an_existing_folder_that_is_not_a_bundle_is_left_alone(project, capsys, monkeypatch):
-    write_thresholds(project / "models" / "tiny" / "thresholds.json")
     fake_fold(project, "seg", 0)
+    write_thresholds(project / "models" / "tiny" / "thresholds.json")
     (project / "mine").mkdir()
     (project / "mine" / "notes.txt").write_text("keep me")
     monkeypatch.setattr(bundle, "assemble", lambda *args: pytest.fail("nothing may be written"))
@@ -363,23 +371,12 @@ def trained(tmp_path_factory):
         for stage in (["demo-data"], ["folds"], ["train", "--model", "seg", "--fold", "0"]):
             assert severstal([*stage, "--config", "configs/tiny.yaml"]) == 0, stage
         thresholds = root / "models" / "tiny" / "thresholds.json"
-        write_thresholds(thresholds)
+        write_thresholds(thresholds)  # fold 0 only: tune needs every fold
         document = json.loads(thresholds.read_text())
         document["classes"]["3"]["pixel_threshold"] = 0.45
         thresholds.write_text(json.dumps(document))
         assert severstal(["predict", "--config", "configs/tiny.yaml"]) == 0
     return root
-
-
-@pytest.mark.slow
-def test_fold_file_names_are_the_ones_training_and_predict_use():
-    from severstal.core import constants
-    from severstal.nn import callbacks, inference
-    from severstal.stages import predict, train
-
-    assert bundle.FOLD_FILES == (constants.BEST_WEIGHTS, "config.yaml", constants.FINISHED)
-    assert train.FINISHED == inference.FINISHED == predict.FINISHED == constants.FINISHED == "training.json"
-    assert callbacks.BEST_WEIGHTS == inference.BEST_WEIGHTS == predict.BEST_WEIGHTS == "best.weights.h5"
 
 
 @pytest.mark.slow
@@ -400,10 +397,10 @@ def test_the_notebook_script_offline_writes_the_same_submission_as_predict(train
     assert json.loads((bundle_dir / "dataset-metadata.json").read_text())["id"] == "tester/severstal-tiny-bundle"
     assert (bundle_dir / "inference.py").read_text() == Path(kaggle_notebook.__file__).read_text()
     assert sorted(path.name for path in (bundle_dir / "models" / "tiny" / "seg" / "fold0").iterdir()) == sorted(
-        bundle.FOLD_FILES)
+        kaggle_bundle.FOLD_FILES)
     assert not (bundle_dir / "models" / "tiny" / "cls").exists()
     for entry in manifest["wheels"]:
-        assert bundle.file_sha256(bundle_dir / "wheels" / entry["file"]) == entry["sha256"]
+        assert file_sha256(bundle_dir / "wheels" / entry["file"]) == entry["sha256"]
 
     images = kaggle / "input" / "severstal-steel-defect-detection" / "test_images"
     shutil.copytree(trained / "data" / "demo" / "test_images", images)
