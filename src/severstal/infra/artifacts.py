@@ -285,7 +285,8 @@ def check_tuned_on(document: Mapping, paths: Paths, kind: str, folds: Iterable[i
 
 
 def replace_folder(new: Path, target: Path) -> None:
-    """Move the folder ``new`` to ``target``, replacing what is there (renamed away first, then deleted)."""
+    """Move the finished folder ``new`` to ``target``, replacing what is there (renamed away first, then deleted):
+    a reader sees the old folder or the new one, and a crash leaves one of them whole."""
     import shutil
 
     if target.exists():

@@ -21,7 +21,6 @@ No TensorFlow is imported: weights are copied as files.
 from __future__ import annotations
 
 import copy
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -51,7 +50,7 @@ from ..infra.artifacts import (
 )
 from ..infra.config import Config
 from ..infra.errors import UserError
-from ..infra.files import file_sha256, write_json
+from ..infra.files import file_sha256, text_sha256, write_json
 from ..infra.stamps import Stamp, file_fingerprint
 from . import notebook as kaggle_notebook
 from .api import kaggle_config_dir
@@ -314,13 +313,11 @@ def fetch_wheels(pinned: Sequence[dict], wheel_dir: Path, sources: Sequence[Path
 def bundle_stamp(config: Config, settings: dict, copies: Sequence[tuple[Path, str]], root: Path,
                  pinned: Sequence[dict], metadata: dict) -> Stamp:
     """What a bundle is made from: its inference settings and dataset id, the model files, source and wheel pins."""
-    source = hashlib.sha256()
-    for path in source_files(root):
-        source.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    source = text_sha256("\n".join(f"{path.relative_to(root)} {file_sha256(path)}" for path in source_files(root)))
     own = {"bundle.folds": list(settings["folds"]), "bundle.dataset": metadata["id"],
            "bundle.wheels": sorted(f"{entry['name']}=={entry['version']}" for entry in pinned)}
     inputs = {destination: file_fingerprint(path) for path, destination in copies}
-    inputs["project source"] = f"sha256:{source.hexdigest()}"
+    inputs["project source"] = f"sha256:{source}"
     stamp = Stamp.of(config, BUNDLE_KEYS)
     return Stamp((*stamp.keys, *own), {**stamp.config, **own}, inputs)
 

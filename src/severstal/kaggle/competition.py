@@ -9,7 +9,6 @@ resumes on the next run; a verified target (marker file ``.severstal-verified``)
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import zipfile
@@ -23,6 +22,7 @@ from tqdm import tqdm
 from ..core.constants import COMPETITION, NUM_TEST_IMAGES, NUM_TRAIN_IMAGES
 from ..infra.artifacts import SAMPLE_SUBMISSION, TEST_IMAGES, TRAIN_IMAGES, TRAIN_LABELS
 from ..infra.errors import UserError
+from ..infra.files import write_json
 from ..infra.images import image_names
 from ..infra.tables import CSV_ERRORS, read_table
 from .api import call_kaggle, load_client
@@ -69,7 +69,7 @@ def is_verified(directory: str | os.PathLike) -> bool:
 def write_marker(directory: Path) -> None:
     """Record that ``directory`` passed :func:`verify_download`."""
     counts = {split: len(image_names(directory / split)) for split in (TRAIN_IMAGES, TEST_IMAGES)}
-    (directory / MARKER).write_text(json.dumps({"competition": COMPETITION, **counts}) + "\n")
+    write_json(directory / MARKER, {"competition": COMPETITION, **counts})
 
 
 def unzip(archive: Path, destination: Path) -> None:

@@ -24,7 +24,15 @@ from ..core import synthetic
 from ..core.constants import LONG_COLUMNS, NUM_PIXELS, SUBMISSION_COLUMNS
 from ..core.rle import encode
 from ..infra import locks
-from ..infra.artifacts import LOCKS, SAMPLE_SUBMISSION, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS
+from ..infra.artifacts import (
+    LOCKS,
+    SAMPLE_SUBMISSION,
+    TEST_IMAGES,
+    TEST_LABELS,
+    TRAIN_IMAGES,
+    TRAIN_LABELS,
+    replace_folder,
+)
 from ..infra.commands import add_config_arguments, config_from_args, run_main
 from ..infra.errors import UserError
 
@@ -130,21 +138,17 @@ def write_replacing(out: Path, settings: dict, existing: dict | None) -> None:
     """Generate the demo set into a hidden sibling of ``out``, then rename it into place (replacing ``existing``)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.parent / f".{out.name}.partial"
-    old = out.parent / f".{out.name}.old"
-    for leftover in (partial, old):  # from a run that was killed
-        shutil.rmtree(leftover, ignore_errors=True)
+    shutil.rmtree(partial, ignore_errors=True)  # from a run that was killed
     partial.mkdir()
     try:
         write_demo_set(partial, settings)
         if existing is not None:
             print(f"replacing the demo set in {out} ({describe(existing)}) with {describe(settings)}")
-            os.replace(out, old)
         elif out.is_dir():
             out.rmdir()  # empty
-        os.replace(partial, out)
+        replace_folder(partial, out)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def main(argv=None) -> int:
