@@ -1,8 +1,8 @@
-"""Benchmark severstal.rle against the RLE functions most Severstal Kaggle kernels copy.
+"""Benchmark severstal.core.rle against the RLE functions most Severstal Kaggle kernels copy.
 
 Decodes the 2,845 real masks of ``$SEVERSTAL_SAMPLE_DIR/train_subset_rle.csv`` (synthetic masks
-when the variable is unset) with ``severstal.rle.decode`` and the kernels' ``rle2mask``, and
-encodes them back with ``severstal.rle.encode`` and the kernels' ``mask2rle``, all in one process,
+when the variable is unset) with ``severstal.core.rle.decode`` and the kernels' ``rle2mask``, and
+encodes them back with ``severstal.core.rle.encode`` and the kernels' ``mask2rle``, all in one process,
 interleaved and repeated; the memory floor is allocating and scanning one 409,600-byte mask.
 
     .venv/bin/python bench/bench_rle.py [--repeats 5]

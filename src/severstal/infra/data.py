@@ -6,6 +6,7 @@ that says which file and what to do.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ from ..core.labels import presence_table, rle_lookup
 from ..core.splits import FOLD_COLUMNS
 from .artifacts import Paths
 from .errors import UserError
-from .images import image_names
+from .images import image_names, usable_images
 from .schema import RuleError, folds_choice
 from .tables import CSV_ERRORS, read_labels
 
@@ -119,3 +120,31 @@ def locate_images(paths: Paths, image_ids: Sequence[str]) -> dict[str, Path]:
         raise UserError(f"image(s) {', '.join(missing)} are in neither {folders[0]} nor {folders[1]}")
     return located
 
+
+
+class TrainingImages:
+    """What ``train`` and ``oof`` read about the training images, each part read once, when first needed.
+
+    Args:
+        paths: the experiment's paths.
+        shape: the images' ``(height, width)``.
+        skip_bad: leave out (and list) the images check-data rejects instead of stopping.
+    """
+
+    def __init__(self, paths: Paths, shape: tuple[int, int], skip_bad: bool):
+        self.paths, self.shape, self.skip_bad = paths, shape, skip_bad
+        self.folds = read_folds(paths)
+
+    @functools.cached_property
+    def lookup(self) -> dict[str, dict[int, str]]:
+        """``{ImageId: {ClassId: rle}}`` of the training masks."""
+        return training_lookup(self.paths)
+
+    @functools.cached_property
+    def excluded(self) -> set[str]:
+        """The images that cannot be used (``--skip-bad``; otherwise a UserError lists them)."""
+        return usable_images(self.paths.train_images, self.folds["ImageId"].tolist(), self.shape, self.skip_bad)
+
+    def split(self, fold: int) -> tuple[list[str], list[str]]:
+        """``(training ids, validation ids)`` of ``fold``, without the excluded images."""
+        return tuple([name for name in ids if name not in self.excluded] for ids in split_ids(self.folds, fold))

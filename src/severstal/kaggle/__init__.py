@@ -1,0 +1,1 @@
+"""Kaggle: the API (credentials, download, submit) and the offline notebook bundle."""

@@ -18,7 +18,7 @@ from pathlib import Path
 from ..core.ensemble import FLIPS
 from ..infra import locks
 from ..infra.artifacts import LOCKS, Paths, replace_folder
-from ..infra.commands import add_config_arguments, config_from_args, run_main
+from ..infra.commands import add_config_arguments, add_inference_options, config_from_args, inference_options, run_main
 from ..infra.errors import UserError
 from ..infra.stamps import Action, decide
 from ..kaggle.bundle import (
@@ -45,10 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(parser)
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"bundle folder to write (default {DEFAULT_OUT})")
-    parser.add_argument("--folds", default=None, help="folds to include: all or e.g. 0,1 (default: inference.folds)")
-    parser.add_argument("--tta", default=None, help=f"flips the notebook averages, from {','.join(FLIPS)} "
-                                                    "(default: inference.tta)")
-    parser.add_argument("--batch-size", type=int, default=None, help="images per batch (default: inference.batch_size)")
+    add_inference_options(parser, FLIPS)  # the folds to include and the flips the notebook averages
     parser.add_argument("--username", default=None,
                         help="Kaggle user name for the dataset id (default: KAGGLE_USERNAME or kaggle.json)")
     parser.add_argument("--tf-keras", dest="tf_keras", action="append", default=[], metavar="VERSION",
@@ -60,14 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def option_overrides(args: argparse.Namespace) -> dict:
-    """``--folds``, ``--tta`` and ``--batch-size``: the config keys they set (checked by the same schema)."""
-    return {"inference.folds": ("--folds", args.folds), "inference.tta": ("--tta", args.tta),
-            "inference.batch_size": ("--batch-size", args.batch_size)}
-
-
 def run(args: argparse.Namespace) -> int:
-    config = config_from_args(args, option_overrides(args))
+    config = config_from_args(args, inference_options(args))
     paths = Paths(config)
     out = Path(args.out)
     with locks.hold(out.parent / LOCKS, out.name, f"the bundle {out}"):

@@ -13,9 +13,8 @@ import sys
 from ..infra import locks
 from ..infra.artifacts import LOCKS, OOF, FoldState, Paths, fold_label, fold_status, oof_stamp
 from ..infra.commands import add_config_arguments, config_from_args, run_main
-from ..infra.data import chosen_folds, read_folds, split_ids, training_lookup
+from ..infra.data import TrainingImages, chosen_folds
 from ..infra.errors import UserError
-from ..infra.images import usable_images
 from ..infra.oof_files import read_oof_stamp
 from ..infra.stamps import Action, decide
 
@@ -35,10 +34,8 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     paths = Paths(config)
     kind = args.model
-    folds = read_folds(paths)
-    chosen = chosen_folds(args.fold, folds)
-    lookup, excluded = None, None
-    for fold in chosen:
+    images = TrainingImages(paths, (config.data.height, config.data.width), args.skip_bad)
+    for fold in chosen_folds(args.fold, images.folds):
         label = fold_label(kind, fold, config.experiment_name)
         with locks.hold(paths.models / LOCKS, f"{kind}-fold{fold}", label):
             if fold_status(paths.fold_dir(kind, fold)).state is not FoldState.FINISHED:
@@ -52,14 +49,9 @@ def run(args: argparse.Namespace) -> int:
                 continue
             if decision.note:
                 print(decision.note, flush=True)
-            if excluded is None:
-                excluded = usable_images(paths.train_images, folds["ImageId"].tolist(),
-                                         (config.data.height, config.data.width), args.skip_bad)
-            lookup = lookup if lookup is not None else training_lookup(paths)
-            val_ids = [name for name in split_ids(folds, fold)[1] if name not in excluded]
             from ..nn.oof import compute_oof
 
-            compute_oof(config, kind, fold, val_ids, lookup, paths.train_images, stamp)
+            compute_oof(config, kind, fold, images.split(fold)[1], images.lookup, paths.train_images, stamp)
     return 0
 
 

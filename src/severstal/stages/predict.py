@@ -60,7 +60,7 @@ from ..infra.artifacts import (
     read_thresholds,
     sidecar_path,
 )
-from ..infra.commands import add_config_arguments, config_from_args, run_main
+from ..infra.commands import add_config_arguments, add_inference_options, config_from_args, inference_options, run_main
 from ..infra.config import Config
 from ..infra.data import test_truth
 from ..infra.errors import UserError, format_problems
@@ -157,22 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="predict unreadable images as empty (listed in the log) instead of stopping")
     parser.add_argument("--shard", default=None, metavar="I/N",
                         help="predict only part I of N (contiguous chunks of the sorted names); join with merge")
-    parser.add_argument("--folds", default=None, help="folds to ensemble: all or e.g. 0,1 (default: inference.folds)")
-    parser.add_argument("--tta", default=None,
-                        help=f"flips to average, from {','.join(FLIPS)} (default: inference.tta)")
-    parser.add_argument("--batch-size", type=int, default=None, help="images per batch (default: inference.batch_size)")
+    add_inference_options(parser, FLIPS)
     parser.add_argument("--force", action="store_true", help="predict again even when the submission is up to date")
     return parser
 
 
-def option_overrides(args: argparse.Namespace) -> dict:
-    """``--folds``, ``--tta`` and ``--batch-size``: the config keys they set (checked by the same schema)."""
-    return {"inference.folds": ("--folds", args.folds), "inference.tta": ("--tta", args.tta),
-            "inference.batch_size": ("--batch-size", args.batch_size)}
-
-
 def run(args: argparse.Namespace) -> int:
-    config = config_from_args(args, option_overrides(args))
+    config = config_from_args(args, inference_options(args))
     paths = Paths(config)
     try:
         shard = parse_shard(args.shard) if args.shard is not None else None

@@ -34,9 +34,8 @@ from ..infra.artifacts import (
 )
 from ..infra.commands import add_config_arguments, config_from_args, run_main
 from ..infra.config import Config
-from ..infra.data import chosen_folds, read_folds, split_ids, training_lookup
+from ..infra.data import TrainingImages, chosen_folds
 from ..infra.errors import ConfigError, format_problems
-from ..infra.images import usable_images
 from ..infra.oof_files import read_oof_stamp
 from ..infra.schema import check_against_data
 from ..infra.stamps import Action, decide, different_config_message
@@ -106,10 +105,9 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     paths = Paths(config)
     kind = args.model
-    folds = read_folds(paths)
-    chosen = chosen_folds(args.fold, folds)
+    images = TrainingImages(paths, (config.data.height, config.data.width), args.skip_bad)
+    chosen = chosen_folds(args.fold, images.folds)
     check_before_training(config, kind)
-    lookup, excluded = None, None
     for fold in chosen:
         label = fold_label(kind, fold, config.experiment_name)
         with locks.hold(paths.models / LOCKS, f"{kind}-fold{fold}", label):
@@ -122,22 +120,19 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{label}: already trained with this config in {paths.fold_dir(kind, fold)}; skipped "
                       "(--force retrains it)")
                 continue
-            if excluded is None:
-                shape = (config.data.height, config.data.width)
-                excluded = usable_images(paths.train_images, folds["ImageId"].tolist(), shape, args.skip_bad)
-            lookup = lookup if lookup is not None else training_lookup(paths)
-            train_ids, val_ids = ([name for name in ids if name not in excluded] for ids in split_ids(folds, fold))
+            train_ids, val_ids = images.split(fold)
             from ..nn.oof import compute_oof
             from ..nn.training import train_fold
 
             if target is not None:
-                train_fold(config, kind, fold, target, train_ids, val_ids, lookup, paths.train_images, stamp)
+                train_fold(config, kind, fold, target, train_ids, val_ids, images.lookup, paths.train_images, stamp)
                 if target != paths.fold_dir(kind, fold):
                     replace_folder(target, paths.fold_dir(kind, fold))
                     print(f"{label}: the retrained fold replaced the old one in {paths.fold_dir(kind, fold)}")
             else:
                 print(f"{label}: trained; computing its out-of-fold statistics", flush=True)
-            compute_oof(config, kind, fold, val_ids, lookup, paths.train_images, oof_stamp(config, paths, kind, fold))
+            compute_oof(config, kind, fold, val_ids, images.lookup, paths.train_images,
+                        oof_stamp(config, paths, kind, fold))
     return 0
 
 
