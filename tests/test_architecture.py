@@ -84,3 +84,26 @@ def test_importing_a_command_module_loads_no_tensorflow(module):
     code += "('tensorflow', 'tf_keras', 'segmentation_models', 'albumentations')))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert result.stdout.strip() == "[]"
+
+
+ARTIFACT_NAMES = ("oof.npz", "config.yaml", "stamp.json", "best.weights.h5", "last.weights.h5", "training.json",
+                  "metrics.json", "history.csv", "curves.png", "thresholds.json", "submission.csv", "train_images",
+                  "test_images", "train.csv", "test_labels.csv", "sample_submission.csv")
+
+
+def test_file_names_are_spelled_once(repo_root):
+    """Every artifact and data file name is a constant of infra/artifacts.py; other code uses the constant.
+
+    The notebook script is exempt: it runs before the package is installed (standard library only).
+    """
+    import ast
+
+    root = repo_root / "src" / "severstal"
+    spelled = []
+    for path in sorted(root.rglob("*.py")):
+        if path.relative_to(root).as_posix() in ("infra/artifacts.py", "kaggle/notebook.py"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and node.value in ARTIFACT_NAMES:
+                spelled.append(f"{path.relative_to(root)} line {node.lineno}: {node.value!r}")
+    assert spelled == []

@@ -69,7 +69,7 @@ def test_check_label_frame_reports_every_problem():
         "ClassId": [1, 3, 5, 1, 2, 4],
         "EncodedPixels": ["1 10", "", "1 2", "5 5", "1 1", "10 5 3 2"],
     })
-    assert check_label_frame(frame, ["a.jpg", "b.jpg"]) == [
+    assert check_label_frame(frame, ["a.jpg", "b.jpg"], "train.csv") == [
         "train.csv line 4 (b.jpg): ClassId 5 is not one of (1, 2, 3, 4)",
         "train.csv line 5 (a.jpg): duplicate row for class 1",
         "train.csv line 6 (gone.jpg): the image does not exist",

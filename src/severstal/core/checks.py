@@ -64,9 +64,9 @@ def find_duplicates(digests: Mapping[str, str]) -> list[str]:
             for names in sorted(groups.values(), key=min) if len(names) > 1]
 
 
-def check_label_frame(frame: pd.DataFrame, image_ids: Iterable[str], source: str = "train.csv",
+def check_label_frame(frame: pd.DataFrame, image_ids: Iterable[str], source: str,
                       class_ids: Sequence[int] = CLASS_IDS, shape: tuple[int, int] = (HEIGHT, WIDTH)) -> list[str]:
-    """Check a normal label frame (``labels.read_table``) against the images on disk.
+    """Check a normal label frame (``labels.normalise``) against the images on disk.
 
     Problems: unknown ClassIds, invalid RLE, duplicate (image, class) rows and rows naming images
     that do not exist. Empty masks are fine (the 2019 layout lists every pair). Line numbers count
@@ -75,7 +75,7 @@ def check_label_frame(frame: pd.DataFrame, image_ids: Iterable[str], source: str
     Args:
         frame: ``ImageId, ClassId, EncodedPixels`` with a default RangeIndex.
         image_ids: file names present in the image folder.
-        source: file name for messages.
+        source: the file name for messages, e.g. ``train.csv``.
         class_ids: the valid class ids.
         shape: the images' ``(height, width)`` (the largest valid RLE end is their product).
 

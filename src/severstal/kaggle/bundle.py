@@ -414,7 +414,7 @@ def assemble(staging: Path, config_text: str, experiment: str, settings: dict, g
         target = staging / destination
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target)
-    (staging / "config.yaml").write_text(config_text)
+    (staging / CONFIG_FILE).write_text(config_text)
     wheel_dir = staging / "wheels"
     project_wheel = build_project_wheel(project_root(), wheel_dir)
     fetched = fetch_wheels(pinned, wheel_dir, sources)
