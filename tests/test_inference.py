@@ -8,6 +8,7 @@ from training_fixtures import tiny_run  # noqa: F401
 from severstal.core.ensemble import flip
 from severstal.core.labels import masks_for, rle_lookup
 from severstal.core.metric import classification_summary, raw_dice, segmentation_summary
+from severstal.core.oofstats import segmentation_statistics
 from severstal.infra.artifacts import Paths
 from severstal.infra.config import load_config
 from severstal.infra.oof_files import load_segmentation_oof
@@ -110,37 +111,45 @@ def brute_force_statistics(probability, truth, thresholds, sizes):
 
 
 def test_oof_statistics_match_a_brute_force_computation(tiny_run):  # noqa: F811
-    """The OOF statistics are exactly post-processing applied to the probabilities the fold predicts.
+    """The OOF statistics are post-processing applied to the probabilities the fold predicts.
 
-    float32 convolutions give results that differ in the last bits when the batch composition changes
-    (oneDNN picks other kernels for another batch size: 1.2e-5 was seen between batches of 1 and 2), so a
-    pixel within that distance of a pixel threshold may fall on either side. The brute force is therefore
-    run on probabilities made exactly as ``compute_oof`` made them (the same images in the same batches
-    of ``inference.batch_size``, the same flips, the same process), which a CPU computes bit for bit
-    alike; the comparison is then exact. That the stream equals direct model calls is checked on the
-    same batches, where the same kernels run.
+    float32 convolutions do not give bit-identical results from one computation to the next: another
+    batch composition picks other oneDNN kernels (1.2e-5 was seen between batches of 1 and 2), and
+    even the same batch in a later call may differ in the last bits (buffer alignment changes the
+    vector code paths). So (1) the statistics code is checked exactly against a brute force on the
+    very same probabilities, recomputed here as ``compute_oof`` makes them, and (2) the file written
+    during training is checked against them with a bound, not a fixed tolerance: every pixel whose
+    probability lies farther than EPSILON from a threshold is on the same side in both computations,
+    so without component removal the areas can differ by at most the number of pixels within EPSILON
+    of the threshold. EPSILON = 1e-4 is eight times the largest difference seen between batch
+    compositions, a larger perturbation than two computations of the same batch.
     """
+    epsilon = 1e-4
     arguments = tiny_run.arguments()
     config = load_config(arguments[1], arguments[3::2])
-    stats = load_segmentation_oof(tiny_run.fold_dir("seg") / "oof.npz")
+    saved = load_segmentation_oof(tiny_run.fold_dir("seg") / "oof.npz")
     fold_model = load_fold_model(Paths(config), "seg", 0)
     lookup = rle_lookup(read_table(tiny_run.data_dir / "train.csv"))
-    ids = stats["image_ids"].tolist()  # the fold's validation images, in compute_oof's order
+    ids = saved["image_ids"].tolist()  # the fold's validation images, in compute_oof's order
     paths = [str(tiny_run.data_dir / "train_images" / i) for i in ids]
     tta, batch_size = list(config.inference.tta), config.inference.batch_size
     streamed = np.concatenate([p for _, p in predict_images(fold_model, paths, tta, batch_size)])
-    again = np.concatenate([p for _, p in predict_images(fold_model, paths, tta, batch_size)])
-    np.testing.assert_array_equal(streamed, again)  # the same computation gives the same floats
-    for start in range(0, len(paths), batch_size):
+    for start in range(0, len(paths), batch_size):  # the stream is the flip mean of the model on these images
         images = np.stack([read_image(path, fold_model.spec)[0].numpy() for path in paths[start:start + batch_size]])
         direct = np.mean([flip(fold_model.model.predict_on_batch(np.ascontiguousarray(flip(images, name))), name)
                           for name in tta], axis=0)
-        np.testing.assert_array_equal(streamed[start:start + batch_size], direct)
-    for row, image_id in enumerate(ids):
-        truth = masks_for(lookup.get(image_id, {}), (64, 400))
+        np.testing.assert_allclose(streamed[start:start + batch_size], direct, rtol=0, atol=epsilon)
+    truth = np.stack([masks_for(lookup.get(image_id, {}), (64, 400)) for image_id in ids])
+    pixels, sizes = saved["pixel_thresholds"], saved["min_component_sizes"]
+    recomputed = segmentation_statistics(streamed, truth, pixels, sizes)
+    np.testing.assert_array_equal(recomputed["true_area"], saved["true_area"])
+    for row in range(len(ids)):
         for channel in range(4):
-            area, overlap = brute_force_statistics(streamed[row, ..., channel], truth[..., channel],
-                                                   stats["pixel_thresholds"], stats["min_component_sizes"])
-            np.testing.assert_array_equal(stats["predicted_area"][row, channel], area)
-            np.testing.assert_array_equal(stats["intersection"][row, channel], overlap)
-            assert stats["true_area"][row, channel] == truth[..., channel].sum()
+            area, overlap = brute_force_statistics(streamed[row, ..., channel], truth[row, ..., channel], pixels, sizes)
+            np.testing.assert_array_equal(recomputed["predicted_area"][row, channel], area)
+            np.testing.assert_array_equal(recomputed["intersection"][row, channel], overlap)
+            near = np.abs(streamed[row, ..., channel][None] - pixels[:, None, None]) <= epsilon  # (P, H, W)
+            bound = near.sum(axis=(1, 2))
+            inside = (near & (truth[row, ..., channel] > 0)[None]).sum(axis=(1, 2))
+            assert np.all(np.abs(saved["predicted_area"][row, channel, :, 0] - area[:, 0]) <= bound)
+            assert np.all(np.abs(saved["intersection"][row, channel, :, 0] - overlap[:, 0]) <= inside)

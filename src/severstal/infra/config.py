@@ -70,13 +70,6 @@ class Config(Sections):
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.raw, sort_keys=False)
 
-    def value(self, dotted: str) -> Any:
-        """The resolved value of a dotted key, in plain YAML types."""
-        node: Any = self.raw
-        for part in dotted.split("."):
-            node = node[part]
-        return node
-
 
 # ----------------------------------------------------------------------------- reading files
 
