@@ -5,7 +5,7 @@ plain files (default ``dist/kaggle/``) that ``kaggle datasets create -p DIR --di
 
     dataset-metadata.json     id <username>/severstal-<experiment>-bundle (the upload reads it, never uploads it)
     README.md                 what is inside, how to upload it and run it in a notebook
-    inference.py              the notebook script (the source of severstal.kaggle_notebook)
+    inference.py              the notebook script (the source of severstal.kaggle.notebook)
     severstal-bundle.json     manifest: experiment, folds, flips, wheels and their install policy, fingerprint
     config.yaml               the resolved config; its inference section holds the bundle's folds, flips, batch
     models/<experiment>/thresholds.json
