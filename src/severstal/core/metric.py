@@ -135,6 +135,11 @@ def class_table(pairs: pd.DataFrame, class_ids: Sequence[int] = CLASS_IDS) -> pd
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
+def class_table_text(pairs: pd.DataFrame, class_ids: Sequence[int] = CLASS_IDS) -> str:
+    """:func:`class_table` as aligned text, Dice to 6 decimals (what ``score`` and ``report`` print)."""
+    return class_table(pairs, class_ids).to_string(formatters={"dice": "{:.6f}".format})
+
+
 def mean_dice(pairs: pd.DataFrame) -> float:
     """The competition score of ``score_pairs`` output."""
     return float(pairs["dice"].mean()) if len(pairs) else float("nan")

@@ -23,11 +23,15 @@ from __future__ import annotations
 import enum
 import json
 import os
+import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core.ensemble import shard_file_name
+import yaml
+
+from ..core.ensemble import select_folds, shard_file_name
+from ..core.thresholds import thresholds_from_document
 from .config import Config, select
 from .errors import UserError
 from .oof_files import read_oof_stamp
@@ -200,8 +204,6 @@ def fold_status(directory: Path, current: Stamp | None = None) -> FoldStatus:
 def read_saved_config(path: Path) -> dict | None:
     """A config saved beside an artifact (a fold's ``config.yaml``, a folds file's ``.config.yaml``) as a
     mapping; None when missing or unreadable."""
-    import yaml
-
     try:
         saved = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError):
@@ -237,8 +239,6 @@ def read_thresholds(paths: Paths) -> dict:
         The document (docs/thresholds-format.md) with ``"settings"``: the per-class
         ``ClassThresholds`` in channel order, checked.
     """
-    from ..core.thresholds import thresholds_from_document
-
     path = paths.thresholds
     if not path.is_file():
         raise UserError(f"{path} does not exist: run severstal tune first (after training every fold), "
@@ -260,10 +260,13 @@ def tuned_weights(document: Mapping, kind: str) -> dict[int, str]:
     return {int(fold): value for fold, value in recorded.items()} if isinstance(recorded, Mapping) else {}
 
 
-def check_tuned_on(document: Mapping, paths: Paths, kind: str, folds: Iterable[int]) -> None:
+def check_tuned_on(document: Mapping, paths: Paths, kind: str, folds: Iterable[int]) -> dict[int, str]:
     """UserError unless every fold's weights are those whose OOF statistics the thresholds were tuned on.
 
     A subset of the tuned folds (``predict --folds``) is fine.
+
+    Returns:
+        ``{fold: fingerprint of its best.weights.h5}`` (checked: the recorded ones).
     """
     recorded = tuned_weights(document, kind)
     for fold in folds:
@@ -282,13 +285,53 @@ def check_tuned_on(document: Mapping, paths: Paths, kind: str, folds: Iterable[i
             raise UserError(
                 f"{kind} fold {fold}'s weights ({weights}) are not those {paths.thresholds} was tuned on: the fold was "
                 f"retrained since. Run {steps}, then predict again")
+    return {fold: recorded[fold] for fold in folds}
+
+
+@dataclass(frozen=True)
+class Ensemble:
+    """The fold models a prediction uses: what ``predict`` runs and ``bundle`` ships."""
+
+    folds: list[int]  # the segmenter folds (and the classifier's, when the thresholds gate on it)
+    kinds: tuple[str, ...]  # ("seg",) or ("seg", "cls")
+    weights: dict[tuple[str, int], str]  # (kind, fold) -> fingerprint of its best.weights.h5, as tuned on
+
+
+def ensemble_folds(paths: Paths, document: Mapping, spec) -> Ensemble:
+    """Choose the folds to ensemble and check them against the tuned thresholds.
+
+    Args:
+        paths: the experiment's paths.
+        document: the thresholds document (:func:`read_thresholds`).
+        spec: ``"all"`` or fold numbers (the config's ``inference.folds``).
+
+    Raises:
+        UserError: no finished segmenter fold, a chosen fold that is not finished, a classifier fold
+            the gate needs that is not finished, or weights other than those the thresholds were tuned on.
+    """
+    trained = finished_folds(paths, "seg")
+    if not trained:
+        raise UserError(f"no trained segmenter fold in {paths.model_dir('seg')}: run `bash run_all.sh` or "
+                        "`severstal train --model seg --fold all` and `severstal tune` first.")
+    try:
+        folds = select_folds(spec, trained)
+    except ValueError as error:
+        raise UserError(f"--folds / inference.folds: {error}") from None
+    gated = any(setting.classifier_threshold > 0 for setting in document["settings"])
+    kinds = ("seg", "cls") if gated else ("seg",)
+    if gated:
+        missing = sorted(set(folds) - set(finished_folds(paths, "cls")))
+        if missing:
+            raise UserError(f"the tuned thresholds gate on the classifier, but classifier fold(s) {missing} are not "
+                            "trained: run `severstal train --model cls --fold all`, or choose other folds (--folds)")
+    weights = {(kind, fold): value for kind in kinds for fold, value in check_tuned_on(document, paths, kind,
+                                                                                        folds).items()}
+    return Ensemble(folds, kinds, weights)
 
 
 def replace_folder(new: Path, target: Path) -> None:
     """Move the finished folder ``new`` to ``target``, replacing what is there (renamed away first, then deleted):
     a reader sees the old folder or the new one, and a crash leaves one of them whole."""
-    import shutil
-
     if target.exists():
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
         os.replace(target, old)

@@ -103,7 +103,7 @@ def check_file_keys(tree: Mapping, origin: str, prefix: str = "") -> None:
         if is_section(dotted):
             if not isinstance(value, Mapping):
                 keys = [key.rsplit(".", 1)[-1] for key in known_keys(dotted) if key.count(".") == dotted.count(".") + 1]
-                listing = ", ".join(keys[:-1]) + (f" and {keys[-1]}" if len(keys) > 1 else keys[0])
+                listing = " and ".join([", ".join(keys[:-1]), keys[-1]] if len(keys) > 1 else keys)
                 raise ConfigError(f"{origin}{dotted}: must be a mapping with {listing}, got {value!r}")
             check_file_keys(value, origin, dotted)
         elif rule_of(dotted) is None:

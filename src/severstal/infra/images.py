@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from ..core.checks import check_image_bytes, digest
 from ..core.constants import HEIGHT, WIDTH
+from .errors import UserError, format_problems
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 PROGRESS_FROM = 500  # image counts from which a scan shows a progress bar
@@ -89,8 +90,6 @@ def usable_images(directory: str | os.PathLike, names: Iterable[str], shape: tup
     Raises:
         UserError: bad images without ``skip_bad``, listed with the fix.
     """
-    from .errors import UserError, format_problems
-
     bad = bad_images(directory, names, shape=shape)
     if not bad:
         return set()

@@ -140,13 +140,13 @@ def acquire(directory: Path, name: str, what: str) -> Path:
     directory = Path(directory)
     path = directory / f"{name}.lock"
     me = current_holder()
-    for attempt in range(3):
+    for _ in range(2):
         try:
             _try_acquire(directory, path, what, me)
             return path
-        except FileNotFoundError:  # another process removed the empty folder meanwhile
-            if attempt == 2:
-                raise
+        except FileNotFoundError:  # another process removed the empty folder meanwhile: try again
+            pass
+    _try_acquire(directory, path, what, me)
     return path
 
 

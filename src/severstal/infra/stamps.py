@@ -38,8 +38,12 @@ class Stamp:
     inputs: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, config: Config, keys: Sequence[str], inputs: Mapping[str, Any] | None = None) -> Stamp:
-        return cls(tuple(keys), select(config.raw, keys), dict(inputs or {}))
+    def of(cls, config: Config, keys: Sequence[str], inputs: Mapping[str, Any] | None = None,
+           settings: Mapping[str, Any] | None = None) -> Stamp:
+        """The stamp of the config's ``keys`` and the ``inputs``; ``settings`` adds a stage's own values
+        (options that are not config keys, e.g. ``{"predict.format": "long"}``)."""
+        settings = dict(settings or {})
+        return cls((*keys, *settings), {**select(config.raw, keys), **settings}, dict(inputs or {}))
 
     def to_dict(self) -> dict:
         return {"keys": list(self.keys), "config": self.config, "inputs": self.inputs}

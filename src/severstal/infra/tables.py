@@ -17,6 +17,7 @@ from ..core.constants import CLASS_IDS
 from ..core.ensemble import ablation_document, submission_csv
 from ..core.labels import normalise
 from ..core.submission import check_submission
+from .artifacts import SAMPLE_SUBMISSION, TEST_IMAGES, Paths
 from .errors import UserError, format_problems
 from .files import atomic_path, file_sha256, write_atomically, write_json
 from .images import image_names
@@ -108,8 +109,6 @@ def expected_test_ids(images: str | os.PathLike | None = None, sample_submission
     Raises:
         UserError: when the source is missing or empty.
     """
-    from .artifacts import SAMPLE_SUBMISSION, TEST_IMAGES
-
     if images is None and sample_submission is None:
         if data_dir is None:
             raise UserError("give --images DIR or --sample-submission CSV to say which test images to expect")
@@ -161,12 +160,12 @@ def validate_submission(path: str | os.PathLike, expected_ids: Sequence[str]) ->
     return problems, None if problems else submission_summary(normalise(raw))
 
 
-def write_ablation(paths, pairs: pd.DataFrame, submission: Path) -> Path:
+def write_ablation(paths: Paths, pairs: pd.DataFrame, submission: Path) -> Path:
     """Write ``ablation_pairs.csv`` and ``ablation.json`` (``core.ensemble.ablation_document``) for a whole
     submission into the experiment's reports; returns the json's path.
 
     Args:
-        paths: the experiment's ``infra.artifacts.Paths``.
+        paths: the experiment's paths.
         pairs: the per-(image, class) frame with every variant, ``final`` included.
         submission: the submission file the ablation belongs to.
     """

@@ -37,15 +37,13 @@ from pathlib import Path
 import yaml
 
 from .. import __version__
-from ..core.ensemble import select_folds
 from ..infra.artifacts import (
     BEST_WEIGHTS,
     CONFIG_FILE,
     FINISHED,
     THRESHOLDS,
     Paths,
-    check_tuned_on,
-    finished_folds,
+    ensemble_folds,
     read_thresholds,
 )
 from ..infra.config import Config
@@ -106,31 +104,15 @@ def plan_models(paths: Paths, folds_spec) -> tuple[list[int], bool, list[tuple[P
         raise UserError(f"{paths.thresholds} does not exist: the bundle needs trained folds and tuned "
                         "thresholds. Run `bash run_all.sh` (or `severstal train` for every fold, then "
                         f"`severstal tune`) with --config {config.source} first.")
-    document = read_thresholds(paths)
-    trained = finished_folds(paths, "seg")
-    if not trained:
-        raise UserError(f"no trained segmenter fold in {paths.model_dir('seg')}: run `bash run_all.sh` or "
-                        "`severstal train --model seg --fold all` and `severstal tune` first.")
-    try:
-        folds = select_folds(folds_spec, trained)
-    except ValueError as error:
-        raise UserError(f"--folds / inference.folds: {error}") from None
-    gated = any(setting.classifier_threshold > 0 for setting in document["settings"])
-    kinds = ("seg", "cls") if gated else ("seg",)
-    if gated:
-        missing = sorted(set(folds) - set(finished_folds(paths, "cls")))
-        if missing:
-            raise UserError(f"the tuned thresholds gate on the classifier, but classifier fold(s) {missing} are not "
-                            "trained: run `severstal train --model cls --fold all`, or bundle other folds (--folds)")
-    for kind in kinds:
-        check_tuned_on(document, paths, kind, folds)
+    ensemble = ensemble_folds(paths, read_thresholds(paths), folds_spec)
+    folds, kinds = ensemble.folds, ensemble.kinds
     root = Path("models") / config.experiment_name
     copies = [(paths.thresholds, str(root / THRESHOLDS))]
     for kind in kinds:
         for fold in folds:
             for name in FOLD_FILES:
                 copies.append((paths.fold_dir(kind, fold) / name, str(root / kind / f"fold{fold}" / name)))
-    return folds, gated, copies
+    return folds, "cls" in kinds, copies
 
 
 def bundle_settings(config: Config, folds: Sequence[int]) -> dict:
@@ -318,8 +300,7 @@ def bundle_stamp(config: Config, settings: dict, copies: Sequence[tuple[Path, st
            "bundle.wheels": sorted(f"{entry['name']}=={entry['version']}" for entry in pinned)}
     inputs = {destination: file_fingerprint(path) for path, destination in copies}
     inputs["project source"] = f"sha256:{source}"
-    stamp = Stamp.of(config, BUNDLE_KEYS)
-    return Stamp((*stamp.keys, *own), {**stamp.config, **own}, inputs)
+    return Stamp.of(config, BUNDLE_KEYS, inputs, own)
 
 
 def previous_stamp(out: Path) -> Stamp | None:

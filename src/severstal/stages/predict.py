@@ -42,7 +42,6 @@ from ..core.ensemble import (
     mask_rows,
     parse_shard,
     rows_frame,
-    select_folds,
     shard_ids,
     variant_masks,
 )
@@ -51,12 +50,11 @@ from ..core.metric import score_pairs
 from ..core.postprocess import ClassThresholds, postprocess_masks
 from ..infra import locks
 from ..infra.artifacts import (
-    BEST_WEIGHTS,
     LOCKS,
     PREDICT_KEYS,
+    Ensemble,
     Paths,
-    check_tuned_on,
-    finished_folds,
+    ensemble_folds,
     read_thresholds,
     sidecar_path,
 )
@@ -70,20 +68,18 @@ from ..infra.stamps import Action, Stamp, decide, file_fingerprint, images_finge
 from ..infra.tables import write_ablation, write_submission
 
 
-def predict_stamp(config: Config, paths: Paths, folds: Sequence[int], kinds: Sequence[str], layout: str,
-                  skip_bad: bool, all_ids: Sequence[str], images_dir: Path) -> Stamp:
+def predict_stamp(config: Config, paths: Paths, ensemble: Ensemble, layout: str, skip_bad: bool,
+                  all_ids: Sequence[str], images_dir: Path) -> Stamp:
     """What a submission depends on: flips, folds, layout, thresholds, weights, the test image names.
 
     The batch size is left out: predictions do not depend on it (the segmenter's are bitwise equal
     for batch sizes 1, 3, 4 and 6 on CPU, the classifier's within 1e-22), so shards may use any.
     """
-    stamp = Stamp.of(config, PREDICT_KEYS)
     inputs = {"thresholds": file_fingerprint(paths.thresholds),
-              **{f"{kind} fold {fold} weights": file_fingerprint(paths.fold_dir(kind, fold) / BEST_WEIGHTS)
-                 for kind in kinds for fold in folds},
+              **{f"{kind} fold {fold} weights": value for (kind, fold), value in ensemble.weights.items()},
               "images": images_fingerprint(images_dir, all_ids)}
-    settings = {"predict.folds": list(folds), "predict.format": layout, "predict.skip_bad": skip_bad}
-    return Stamp((*stamp.keys, *settings), {**stamp.config, **settings}, inputs)
+    settings = {"predict.folds": list(ensemble.folds), "predict.format": layout, "predict.skip_bad": skip_bad}
+    return Stamp.of(config, PREDICT_KEYS, inputs, settings)
 
 
 def postprocess_image(image_id: str, probabilities: np.ndarray, thresholds: list[ClassThresholds],
@@ -181,20 +177,9 @@ def run(args: argparse.Namespace) -> int:
                     f"the submission {target}"):
         document = read_thresholds(paths)
         thresholds = document["settings"]
-        kinds = ("seg", "cls") if any(setting.classifier_threshold > 0 for setting in thresholds) else ("seg",)
-        try:
-            folds = select_folds(config.inference.folds, finished_folds(paths, "seg"))
-        except ValueError as error:
-            raise UserError(f"segmenter folds: {error} (under {paths.model_dir('seg')}): train them first with "
-                            "`severstal train --model seg --fold all`") from None
-        for kind in kinds:
-            missing = [fold for fold in folds if fold not in finished_folds(paths, kind)]
-            if missing:
-                raise UserError(f"the tuned thresholds gate on the classifier, but classifier fold(s) {missing} have "
-                                "not finished training: train them (severstal train --model cls --fold K) or choose "
-                                "folds with --folds")
-            check_tuned_on(document, paths, kind, folds)
-        stamp = predict_stamp(config, paths, folds, kinds, args.layout, args.skip_bad, all_ids, images_dir)
+        ensemble = ensemble_folds(paths, document, config.inference.folds)
+        folds, kinds = ensemble.folds, ensemble.kinds
+        stamp = predict_stamp(config, paths, ensemble, args.layout, args.skip_bad, all_ids, images_dir)
         saved = read_sidecar(sidecar_path(target))
         previous = saved["stamp"] if saved and saved.get("shard") == shard_text and target.is_file() else None
         decision = decide(str(target), previous, stamp, args.force)

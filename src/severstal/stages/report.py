@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..core.ensemble import VARIANT_LABELS
-from ..core.metric import class_table, mean_dice, score_pairs
+from ..core.metric import class_table_text, mean_dice, score_pairs
 from ..infra import locks
 from ..infra.artifacts import LOCKS, Paths
 from ..infra.commands import add_config_arguments, config_from_args, run_main
@@ -93,7 +93,7 @@ def build_report(paths: Paths, submission: Path, pairs: pd.DataFrame) -> str:
         note = (f"No ablation report ({document_path}): `severstal predict --force` makes one when "
                 "test_labels.csv exists.")
     class_ids = sorted(int(c) for c in pairs["ClassId"].unique())
-    counts = class_table(pairs, class_ids).to_string(formatters={"dice": "{:.6f}".format})
+    counts = class_table_text(pairs, class_ids)
     images = pairs["ImageId"].nunique()
     return (f"# Score of {submission} ({paths.config.experiment_name})\n\n"
             f"{images:,} test images, {len(pairs):,} (image, class) pairs; {note}\n\n"

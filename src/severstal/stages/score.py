@@ -11,17 +11,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-import pandas as pd
-
-from ..core.metric import class_table, mean_dice, score_pairs
+from ..core.metric import class_table_text, mean_dice, score_pairs
 from ..infra.commands import run_main
 from ..infra.errors import UserError
 from ..infra.tables import read_checked_submission, read_labels
-
-
-def format_table(table: pd.DataFrame) -> str:
-    """``metric.class_table`` as aligned text, Dice to 6 decimals."""
-    return table.to_string(formatters={"dice": "{:.6f}".format})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: none of the {images:,} submission images appear in {args.truth}: all are scored as "
               "defect-free (right for a train.csv only when they have no defects)", file=sys.stderr)
     print(f"scored {images:,} images ({len(pairs):,} image/class pairs) of {args.submission} against {args.truth}")
-    print(format_table(class_table(pairs)))
+    print(class_table_text(pairs))
     print(f"mean_dice {mean_dice(pairs):.6f}")
     return 0
 

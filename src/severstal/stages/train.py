@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+from pathlib import Path
 
 from ..core.constants import NUM_CLASSES
 from ..infra import locks
@@ -45,11 +46,8 @@ def check_before_training(config: Config, kind: str) -> None:
     """The checks that need the data but not TensorFlow: per-class keys and a local encoder weights file."""
     problems = check_against_data(config, NUM_CLASSES, kind)
     weights = config.model(kind).encoder_weights
-    if weights not in ("imagenet", "none"):
-        from pathlib import Path
-
-        if not Path(weights).is_file():
-            problems.append(f"{kind}.encoder_weights: {weights} is neither imagenet, none nor an existing weights file")
+    if weights not in ("imagenet", "none") and not Path(weights).is_file():
+        problems.append(f"{kind}.encoder_weights: {weights} is neither imagenet, none nor an existing weights file")
     if problems:
         raise ConfigError(f"{config.source}: the config does not fit this data set:\n{format_problems(problems)}")
 
@@ -112,14 +110,15 @@ def run(args: argparse.Namespace) -> int:
         label = fold_label(kind, fold, config.experiment_name)
         with locks.hold(paths.models / LOCKS, f"{kind}-fold{fold}", label):
             target, stamp = plan_fold(config, paths, kind, fold, args.force)
-            remedy = (f"Recompute them with `severstal oof --model {kind} --fold {fold} --force` (same --config and "
-                      "--set options)")
-            if target is None and decide(f"{label}: its OOF statistics", read_oof_stamp(
-                    paths.fold_dir(kind, fold) / OOF), oof_stamp(config, paths, kind, fold), False,
-                    remedy).action is Action.SKIP:
-                print(f"{label}: already trained with this config in {paths.fold_dir(kind, fold)}; skipped "
-                      "(--force retrains it)")
-                continue
+            if target is None:
+                oof = oof_stamp(config, paths, kind, fold)
+                remedy = (f"Recompute them with `severstal oof --model {kind} --fold {fold} --force` (same --config "
+                          "and --set options)")
+                saved = read_oof_stamp(paths.fold_dir(kind, fold) / OOF)
+                if decide(f"{label}: its OOF statistics", saved, oof, False, remedy).action is Action.SKIP:
+                    print(f"{label}: already trained with this config in {paths.fold_dir(kind, fold)}; skipped "
+                          "(--force retrains it)")
+                    continue
             train_ids, val_ids = images.split(fold)
             from ..nn.oof import compute_oof
             from ..nn.training import train_fold
@@ -129,10 +128,10 @@ def run(args: argparse.Namespace) -> int:
                 if target != paths.fold_dir(kind, fold):
                     replace_folder(target, paths.fold_dir(kind, fold))
                     print(f"{label}: the retrained fold replaced the old one in {paths.fold_dir(kind, fold)}")
+                oof = oof_stamp(config, paths, kind, fold)  # of the new weights
             else:
                 print(f"{label}: trained; computing its out-of-fold statistics", flush=True)
-            compute_oof(config, kind, fold, val_ids, images.lookup, paths.train_images,
-                        oof_stamp(config, paths, kind, fold))
+            compute_oof(config, kind, fold, val_ids, images.lookup, paths.train_images, oof)
     return 0
 
 
