@@ -6,20 +6,24 @@
 #   bash run_all.sh --demo          the embedded demo data set (no Kaggle account needed)
 #   bash run_all.sh --kaggle        download the competition with the Kaggle API
 #   bash run_all.sh --data DIR      any directory in Kaggle's layout (demo config unless --config)
-#   options: --config FILE  --folds K  --from STAGE  --force  --gpus 0,1,...
+#   bash run_all.sh --smoke         the real recipe at full resolution on 8 + 8 images of the real data
+#                                   (else the demo data, or --data DIR), 2 folds x 2 epochs: minutes
+#   options: --config FILE  --folds K  --from STAGE  --force  --gpus 0,1,...  --set SECTION.KEY=VALUE
 set -euo pipefail
 cd "$(dirname "$0")"
 
 STAGES=(data check-data folds eda train-cls train-seg tune predict validate score show)
 usage() {
-    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
     echo "stages (for --from): ${STAGES[*]}"
 }
 
-mode=auto; data_dir=""; config=""; folds=""; from=""; force=""; gpus=""
+mode=auto; data_dir=""; config=""; folds=""; from=""; force=""; gpus=""; smoke=""; overrides=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --demo) mode=demo ;;
+        --smoke) smoke=yes ;;
+        --set) overrides+=(--set "${2:?--set needs section.key=value}"); shift ;;
         --kaggle) mode=kaggle ;;
         --data) data_dir="${2:?--data needs a directory}"; mode=dir; shift ;;
         --config) config="${2:?--config needs a file}"; shift ;;
@@ -61,11 +65,27 @@ case "$mode" in
     demo)   config="${config:-configs/demo.yaml}";    echo "data: the embedded demo data set (no Kaggle data here; bash run_all.sh --kaggle downloads the real one)" ;;
     dir)    config="${config:-configs/demo.yaml}";    echo "data: $data_dir (Kaggle's layout)" ;;
 esac
+experiment=""; data_config="$config"  # data_config: the config the data stage reads
+if [ -n "$smoke" ]; then  # every stage on a copy of a few images of the source data
+    case "$mode" in
+        dir)  source_dir="$data_dir"; experiment="smoke-$(.venv/bin/python -c 'import sys
+from severstal.infra.config import experiment_slug
+print(experiment_slug(sys.argv[1]))' "$(basename "$data_dir")")" ;;
+        demo) source_dir="data/demo"; experiment=smoke ;;
+        *)    source_dir="$real_dir"; experiment=smoke ;;
+    esac
+    [ "$mode" = demo ] && data_config="configs/demo.yaml"
+    config="configs/smoke.yaml"
+    data_dir="data/smoke/$(basename "$source_dir")"
+    echo "smoke run: the real recipe ($config) on a few images of $source_dir, copied to $data_dir"
+fi
 echo "config: $config"
 
 common=(--config "$config")
 [ -n "$data_dir" ] && common+=(--data "$data_dir")
+[ -n "$experiment" ] && common+=(--experiment "$experiment")
 [ -n "$folds" ] && common+=(--set "folds.k=$folds")
+common+=("${overrides[@]}")
 
 started=""; [ -z "$from" ] && started=yes
 run_stage() {  # run_stage NAME COMMAND...: skip before --from, stop on failure
@@ -82,17 +102,34 @@ run_stage() {  # run_stage NAME COMMAND...: skip before --from, stop on failure
 }
 
 config_path() {  # config_path NAME: a path of the experiment (submission, test_images, test_labels, models)
-    .venv/bin/python -c 'import sys
+    .venv/bin/python -c 'import argparse, sys
 from severstal.infra.artifacts import Paths
-from severstal.infra.config import load_config
-print(getattr(Paths(load_config(sys.argv[2], data=sys.argv[3] or None)), sys.argv[1]))' "$1" "$config" "$data_dir"
+from severstal.infra.commands import add_config_arguments, config_from_args
+parser = argparse.ArgumentParser()
+add_config_arguments(parser)
+print(getattr(Paths(config_from_args(parser.parse_args(sys.argv[2:]))), sys.argv[1]))' "$1" "${common[@]}"
 }
 
-case "$mode" in
-    demo)   run_stage data "${SEVERSTAL[@]}" demo-data --config "$config" ;;
-    kaggle|real) run_stage data "${SEVERSTAL[@]}" download --config "$config" ;;
-    dir)    run_stage data test -d "$data_dir" ;;
-esac
+get_data() {  # the data stage: the chosen data set, and for --smoke its copy of a few images
+    case "$mode" in
+        demo)   "${SEVERSTAL[@]}" demo-data --config "$data_config" "${overrides[@]}" ;;
+        kaggle|real) "${SEVERSTAL[@]}" download --config "$data_config" "${overrides[@]}" ;;
+        dir)    test -d "${source_dir:-$data_dir}" || { echo "error: no directory ${source_dir:-$data_dir}" >&2; return 2; } ;;
+    esac
+    if [ -n "$smoke" ]; then
+        "${SEVERSTAL[@]}" smoke-data "${common[@]}" --source "$source_dir"
+    fi
+}
+run_stage data get_data
+if [ -n "$smoke" ]; then  # ImageNet encoders where they can be had; else say so and go on without them
+    echo "== encoder weights"
+    if reason="$("${SEVERSTAL[@]}" weights "${common[@]}" 2>&1)"; then
+        echo "encoder weights: the config's are available"
+    else
+        echo "encoder weights: the config's cannot be had here ($(printf '%s' "$reason" | tail -n 1 | cut -c1-160)...); the smoke run goes on with encoder_weights: none"
+        common+=(--set cls.encoder_weights=none --set seg.encoder_weights=none)
+    fi
+fi
 run_stage check-data "${SEVERSTAL[@]}" check-data "${common[@]}"
 run_stage folds      "${SEVERSTAL[@]}" folds "${common[@]}" $force
 run_stage eda        "${SEVERSTAL[@]}" eda "${common[@]}" $force
@@ -122,5 +159,10 @@ if [ -f "$truth" ]; then
     run_stage show   "${SEVERSTAL[@]}" show --best-worst 3 "${common[@]}"
 else
     echo "== score, show (skipped: no test_labels.csv, the test truth is not known)"
+fi
+if [ -n "$smoke" ]; then
+    echo "== smoke run passed: every stage of $config ran at full resolution; trained with $(.venv/bin/python -c 'import json, sys
+from pathlib import Path
+print(json.loads(Path(sys.argv[1]).read_text()).get("devices", "(devices not recorded)"))' "$(config_path models)/seg/fold0/training.json")"
 fi
 echo "== done"

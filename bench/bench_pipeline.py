@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     targets = tf.concat([y for _, y in batches], axis=0)
     memory = tf.data.Dataset.from_tensor_slices((images, targets)).batch(batch_size).repeat().prefetch(2)
     model = build_model(args.model, section)
-    compile_model(model, args.model, section, steps_per_epoch, jit_compile=config.hardware.xla)
+    compile_model(model, args.model, section, steps_per_epoch, config.tune, jit_compile=config.hardware.xla)
     model.fit(memory, steps_per_epoch=3, epochs=1, verbose=0)  # trace the training step once
 
     class Timer(keras.callbacks.Callback):

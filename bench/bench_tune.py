@@ -24,17 +24,14 @@ import numpy as np
 import yaml
 
 from severstal.core.constants import HEIGHT, WIDTH
-from severstal.core.oofstats import (
-    STATISTIC_KEYS,
-    OOFStatistics,
-    combine_folds,
+from severstal.core.oofstats import STATISTIC_KEYS, OOFStatistics, combine_folds, segmentation_statistics
+from severstal.core.thresholds import SearchGrid, search_thresholds
+from severstal.infra.oof_files import (
     load_classifier_oof,
     load_segmentation_oof,
     save_classifier_oof,
     save_segmentation_oof,
-    segmentation_statistics,
 )
-from severstal.core.thresholds import SearchGrid, search_thresholds
 
 PRESENCE = np.array([897, 247, 5150, 801]) / 12568  # images per class in the real training set
 MEDIAN_AREA = np.array([3326, 2944, 11954, 25357])  # median true mask area per class

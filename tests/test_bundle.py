@@ -265,7 +265,8 @@ def write_thresholds(path: Path, gate: float = 0.0) -> None:
     classes = {str(c): {**GATE_FREE, "min_area": 100 * c, "classifier_threshold": gate} for c in (1, 2, 3, 4)}
     weights = {kind: {folder.name[4:]: file_fingerprint(folder / "best.weights.h5")
                       for folder in sorted((path.parent / kind).glob("fold[0-9]*"))} for kind in ("seg", "cls")}
-    path.write_text(json.dumps({"format_version": 1, "classes": classes, "weights": weights}))
+    tuned_on = {"tta": ["none", "hflip"], "precision": "float32"}  # the tiny configs' flips, on this CPU
+    path.write_text(json.dumps({"format_version": 2, "classes": classes, "weights": weights, "tuned_on": tuned_on}))
 
 
 def fake_fold(root: Path, kind: str, fold: int) -> None:

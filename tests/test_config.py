@@ -50,8 +50,8 @@ def test_demo_config_resolves_typed_values():
     ("cls.dropout=1", "cls.dropout: must be a number at least 0 and below 1, got 1"),
     ("seg.learning_rate=0", "seg.learning_rate: must be a number above 0, got 0"),
     ("hardware.xla=yes please", "hardware.xla: must be true or false, got 'yes please'"),
-    ("seg.loss=dice", "seg.loss: must be one of bce_dice, bce_weighted, focal, focal_tversky, got 'dice'"),
-    ("seg.monitor=val_f1", "seg.monitor: must be val_loss, val_dice or val_pos_dice_K"),
+    ("seg.loss=dice", "seg.loss: must be one of bce, bce_dice, focal, focal_tversky, got 'dice'"),
+    ("seg.monitor=val_f1", "seg.monitor: must be val_tuned_dice, val_loss, val_dice or val_pos_dice_K"),
     ("tune.pixel_thresholds=[0.6, 0.5]", "strictly increasing"),
     ("tune.min_component_sizes=[64, 150]", "including 0"),
     ("seg.decoder_filters=[8, 8]", "seg.decoder_filters: must be a list of 5 values"),
@@ -99,9 +99,9 @@ def test_the_message_names_the_file_that_set_the_value(tmp_path, repo_root):
 
 
 def test_data_dependent_keys_are_checked_only_where_they_take_effect():
-    weighted = load_config(DEMO, ["seg.loss=bce_weighted", "seg.pos_weight=[2, 2, 1]"])
+    weighted = load_config(DEMO, ["seg.loss=bce", "seg.pos_weight=[2, 2, 1]"])
     assert check_against_data(weighted, 4, "seg") == [
-        "seg.pos_weight: the loss bce_weighted needs one positive weight per class, 4 for this data set, got 3"]
+        "seg.pos_weight: the loss bce weighs positive pixels per class: 4 weights for this data set (or null), got 3"]
     assert check_against_data(weighted, 3, "seg") == []
     assert check_against_data(weighted, 4, "cls") == []  # the classifier does not use it
     unused = load_config(DEMO, ["seg.pos_weight=[2, 2, 1]"])  # focal_tversky: pos_weight takes no effect

@@ -1,15 +1,25 @@
 """Model builders, losses, the Kaggle Dice metric, the learning-rate schedule and hardware switches."""
 
 import dataclasses
-import math
+import socket
+import urllib.error
 
 import numpy as np
 import pytest
 
 from severstal.infra.schema import ClassifierSection, HardwareSection, SegmenterSection
+from severstal.nn import models
 from severstal.nn.hardware import configure_hardware
 from severstal.nn.losses import KaggleDice, segmentation_loss
-from severstal.nn.models import build_classifier, build_model, build_segmenter, encoder_weights_setting, pad_amounts
+from severstal.nn.models import (
+    KERAS_MODULES,
+    build_classifier,
+    build_model,
+    build_segmenter,
+    encoder_weights_file,
+    imagenet_weights_file,
+    pad_amounts,
+)
 from severstal.nn.schedules import WarmupCosine
 from severstal.nn.tfsetup import keras, sm
 from severstal.nn.training import monitor_of
@@ -65,27 +75,144 @@ def test_bad_segmenter_settings(changes, message):
         build_model("seg", segmenter_section(**changes))
 
 
-@pytest.mark.parametrize("value, expected", [("imagenet", ("imagenet", None)), ("none", (None, None)),
-                                             (None, (None, None))])
-def test_encoder_weights_setting(value, expected):
-    assert encoder_weights_setting(value) == expected
+@pytest.mark.parametrize("setting", ["none", "None", None, ""])
+def test_encoder_weights_none_needs_no_file(setting):
+    assert encoder_weights_file("resnet18", setting, fetcher=None) is None
+
+
+RESNET18_URL = "https://github.com/qubvel/classification_models/releases/download/0.0.1/resnet18_imagenet_1000_no_top.h5"
+
+
+@pytest.mark.parametrize("backbone, name, url_start, hash_length", [
+    ("resnet18", "resnet18_imagenet_1000_no_top.h5", RESNET18_URL, 32),
+    ("resnet34", "resnet34_imagenet_1000_no_top.h5", "https://github.com/qubvel/classification_models/", 32),
+    ("efficientnetb0", "efficientnet-b0_weights_tf_dim_ordering_tf_kernels_autoaugment_notop.h5",
+     "https://github.com/Callidior/keras-applications/releases/download/efficientnet/", 64),
+])
+def test_imagenet_weights_files_come_from_the_libraries_tables(backbone, name, url_start, hash_length):
+    file = imagenet_weights_file(backbone)
+    assert (file.name, len(file.file_hash)) == (name, hash_length)
+    assert file.url.startswith(url_start) and file.url.endswith("/" + name)
+
+
+def save_backbone(path, backbone="resnet18"):
+    """Save a bare backbone with known random weights as a Keras HDF5 weights file; return them by layer name."""
+    model = sm.Backbones.get_backbone(backbone, input_shape=(None, None, 3), weights=None, include_top=False,
+                                      **KERAS_MODULES)
+    rng = np.random.default_rng(7)
+    model.set_weights([rng.normal(size=weight.shape).astype(weight.dtype) for weight in model.get_weights()])
+    model.save_weights(str(path))  # Keras' legacy HDF5 layout: loadable by layer name
+    return {layer.name: layer.get_weights() for layer in model.layers if layer.weights}
+
+
+def assert_holds(model, expected):
+    """Every layer of ``expected`` has exactly those weights in ``model``."""
+    for name, weights in expected.items():
+        for loaded, saved in zip(model.get_layer(name).get_weights(), weights, strict=True):
+            np.testing.assert_array_equal(loaded, saved, err_msg=name)
 
 
 def test_encoder_weights_from_a_local_file(tmp_path):
-    modules = {"backend": keras.backend, "layers": keras.layers, "models": keras.models, "utils": keras.utils}
-    backbone = sm.Backbones.get_backbone("resnet18", input_shape=(None, None, 3), weights=None, include_top=False,
-                                         **modules)
-    path = tmp_path / "resnet18_encoder.h5"  # Keras' legacy HDF5 layout: loadable by layer name
-    backbone.save_weights(str(path))
-    expected = backbone.get_layer("conv0").get_weights()[0]
+    path = tmp_path / "resnet18_encoder.h5"
+    expected = save_backbone(path)
+    assert len(expected) == 40
     segmenter = build_segmenter(segmenter_section(encoder_weights=str(path)))
-    np.testing.assert_array_equal(segmenter.get_layer("network").get_layer("conv0").get_weights()[0], expected)
-    classifier = build_classifier(classifier_section(encoder_weights=str(path), dense_units=128))
-    np.testing.assert_array_equal(classifier.get_layer("backbone").get_layer("conv0").get_weights()[0], expected)
-    other = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="unrelated")])
-    other.save_weights(str(tmp_path / "other.h5"))
-    with pytest.raises(ValueError, match="no layer"):
-        build_segmenter(segmenter_section(encoder_weights=str(tmp_path / "other.h5")))
+    assert_holds(segmenter.get_layer("network"), expected)  # the backbone's layers are the U-Net's own
+    classifier = build_classifier(classifier_section(encoder_weights=str(path)))
+    assert_holds(classifier.get_layer("backbone"), expected)
+
+
+def test_imagenet_weights_go_through_the_fetcher(tmp_path):
+    path = tmp_path / "downloaded.h5"
+    expected = save_backbone(path)
+    calls = []
+
+    def fetcher(*args):
+        calls.append(args)
+        return str(path)
+
+    segmenter = build_model("seg", segmenter_section(encoder_weights="imagenet", architecture="fpn",
+                                                     pyramid_filters=8), fetcher=fetcher)
+    assert_holds(segmenter.get_layer("network"), expected)
+    classifier = build_model("cls", classifier_section(encoder_weights="imagenet"), fetcher=fetcher)
+    assert_holds(classifier.get_layer("backbone"), expected)
+    md5 = "318e3ac0cd98d51e917526c9f62f0b50"
+    assert calls == [("resnet18_imagenet_1000_no_top.h5", RESNET18_URL, md5)] * 2
+
+
+def offline(*args):
+    raise urllib.error.URLError(socket.gaierror(-2, "Name or service not known"))
+
+
+def keras_offline(*args, **kwargs):  # what keras' get_file raises without internet
+    raise Exception(f"URL fetch failure on {args[1]}: None -- [Errno -2] Name or service not known")
+
+
+def test_a_failed_download_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    cache = str(tmp_path / "models")
+    with pytest.raises(ValueError) as caught:
+        build_model("seg", segmenter_section(encoder_weights="imagenet"), fetcher=offline)
+    monkeypatch.setattr(keras.utils, "get_file", keras_offline)  # the default fetcher, offline
+    with pytest.raises(ValueError) as caught_by_default:
+        build_model("cls", classifier_section(encoder_weights="imagenet"))
+    for message in (str(caught.value), str(caught_by_default.value)):
+        for part in ("resnet18", "resnet18_imagenet_1000_no_top.h5", RESNET18_URL, cache, "Name or service not known",
+                     "from a machine with internet", "encoder_weights to the local file's path", "or to none"):
+            assert part in message, (part, message)
+
+
+def test_the_default_fetcher_uses_the_keras_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    calls = []
+    monkeypatch.setattr(keras.utils, "get_file", lambda *args, **kwargs: calls.append((args, kwargs)) or "x.h5")
+    assert models.fetch_imagenet_weights("resnet18").name == "x.h5"
+    assert calls == [(("resnet18_imagenet_1000_no_top.h5", RESNET18_URL),
+                      {"cache_subdir": "models", "file_hash": "318e3ac0cd98d51e917526c9f62f0b50",
+                       "cache_dir": str(tmp_path)})]
+
+
+@pytest.mark.parametrize("other, message", [
+    ("efficientnetb0", "no layer of .* matched the encoder by name .*stem_conv"),
+    ("resnet34", "match no layer of the encoder by name and shapes .*stage1_unit3"),  # more units: in part
+])
+def test_a_weights_file_of_another_backbone_fails(tmp_path, other, message):
+    path = tmp_path / f"{other}.h5"
+    save_backbone(path, other)
+    with pytest.raises(ValueError, match=message):
+        build_classifier(classifier_section(encoder_weights=str(path)))
+
+
+def test_a_file_that_is_not_hdf5_fails(tmp_path):
+    path = tmp_path / "weights.h5"
+    path.write_text("not HDF5")
+    with pytest.raises(ValueError, match="not a readable HDF5 weights file"):
+        build_classifier(classifier_section(encoder_weights=str(path)))
+
+
+def test_weights_command(tmp_path, monkeypatch, capsys, repo_root):
+    from severstal.stages import weights
+
+    cached = tmp_path / "resnet34_imagenet_1000_no_top.h5"
+    cached.write_bytes(b"0" * 1234)
+    calls = []
+    monkeypatch.setattr(models, "fetch_with_keras", lambda *args: calls.append(args) or str(cached))
+    config = ["--config", str(repo_root / "configs" / "default.yaml")]
+    assert weights.main(config) == 0
+    assert [call[0] for call in calls] == ["resnet34_imagenet_1000_no_top.h5"]  # one file for both models
+    assert capsys.readouterr().out.splitlines() == [
+        f"cls.encoder_weights, seg.encoder_weights: imagenet (resnet34): {cached}, 1,234 bytes"]
+    local = ["--set", "cls.encoder_weights=none", "--set", f"seg.encoder_weights={cached}"]
+    assert weights.main(config + local) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "cls.encoder_weights: none: nothing is needed (random initial weights)",
+        f"seg.encoder_weights: {cached}, 1,234 bytes"]
+    assert len(calls) == 1
+    monkeypatch.setattr(models, "fetch_with_keras", offline)
+    assert weights.main(config + ["--set", "seg.encoder_weights=missing.h5"]) == 1
+    error = capsys.readouterr().err
+    assert "seg.encoder_weights: missing.h5 is neither" in error
+    assert "cls.encoder_weights: could not download the ImageNet weights of resnet34" in error
 
 
 def test_batchnorm_momentum_is_applied():
@@ -94,33 +221,9 @@ def test_batchnorm_momentum_is_applied():
     assert momenta == {0.9}
 
 
-def loss_value(name, truth, probability, **kwargs):
-    loss = segmentation_loss(name, **kwargs)
-    return float(np.mean(loss(np.asarray(truth, np.float32), np.asarray(probability, np.float32))))
-
-
-def test_losses_by_hand():
-    ones = np.ones((1, 2, 2, 4))
-    half = np.full((1, 2, 2, 4), 0.5)
-    # perfect prediction: BCE ~ 0 and every class Dice 1 (empty classes too)
-    perfect = np.zeros((1, 2, 2, 4))
-    perfect[0, 0, 0, 2] = 1
-    assert loss_value("bce_dice", perfect, perfect) == pytest.approx(0.0, abs=1e-5)
-    # empty truth, p = 0.5 everywhere: BCE ln 2; Dice per class (0 + 1) / (4 * 0.5 + 1) = 1/3
-    assert loss_value("bce_dice", np.zeros_like(half), half) == pytest.approx(math.log(2) + 1 - 1 / 3, rel=1e-5)
-    weights = [2.0, 2.0, 1.0, 1.5]
-    assert loss_value("bce_weighted", ones, half, pos_weight=weights) == pytest.approx(
-        np.mean(weights) * math.log(2), rel=1e-5)
-    assert loss_value("focal", ones, half) == pytest.approx(0.25 * math.log(2), rel=1e-5)
-    # Tversky per class: TP 2, FN 2, FP 0 -> (2 + 1) / (2 + 0.7 * 2 + 1)
-    assert loss_value("focal_tversky", ones, half) == pytest.approx((1 - 3 / 4.4) ** 0.75, rel=1e-5)
-
-
-def test_unknown_or_incomplete_loss():
+def test_unknown_loss():
     with pytest.raises(ValueError, match="seg.loss"):
         segmentation_loss("lovasz")
-    with pytest.raises(ValueError, match="pos_weight"):
-        segmentation_loss("bce_weighted", pos_weight=None)  # one weight per class: checked with the data
 
 
 def test_kaggle_dice_metric_by_hand():
@@ -166,7 +269,8 @@ def test_mixed_precision_keeps_float32_outputs():
 
 
 @pytest.mark.parametrize("section, expected", [
-    (SegmenterSection(), ("val_dice", "max")), (ClassifierSection(), ("val_loss", "min")),
+    (SegmenterSection(), ("val_tuned_dice", "max")), (ClassifierSection(), ("val_loss", "min")),
+    (SegmenterSection(monitor="val_dice"), ("val_dice", "max")),
     (SegmenterSection(monitor="val_loss"), ("val_loss", "min")),
     (SegmenterSection(monitor="val_pos_dice_3"), ("val_pos_dice_3", "max")),
     (ClassifierSection(monitor="val_auc"), ("val_auc", "max")),
@@ -180,5 +284,6 @@ def test_build_model_without_encoder_weights_never_downloads(monkeypatch):
         raise AssertionError("a download was asked for")
 
     monkeypatch.setattr(keras.utils, "get_file", refuse)
+    monkeypatch.setattr(models, "fetch_with_keras", refuse)
     model = build_model("seg", segmenter_section(encoder_weights="imagenet"), encoder_weights=False)
     assert model.output_shape == (None, None, None, 4)

@@ -99,6 +99,18 @@ def test_crop_window_rule():
         assert min(left for _, left in windows) < 30 and max(left for _, left in windows) > 270
 
 
+def test_defect_crops_pick_a_class_first():
+    """A one-pixel class-1 spot beside a large class-3 region is sought half the time, not once in 20,000."""
+    rng = np.random.default_rng(0)
+    masks = np.zeros((64, 400, 4), np.uint8)
+    masks[:, 100:, 2] = 1  # class 3: 19,200 pixels
+    masks[10, 5, 0] = 1  # class 1: one pixel, far left
+    windows = [crop_window(masks, (32, 64), True, rng) for _ in range(400)]
+    holding = [top <= 10 < top + 32 and left <= 5 < left + 64 for top, left in windows]
+    assert 0.4 < np.mean(holding) < 0.6  # every class-1 draw holds it; class-3 draws never reach column 5
+    assert all(left + 64 > 100 for (top, left), held in zip(windows, holding, strict=True) if not held)
+
+
 def test_mask_dropout_blacks_out_one_defect_and_clears_it():
     image = np.full((32, 64, 3), 100, np.uint8)
     masks = np.zeros((32, 64, 4), np.uint8)

@@ -132,6 +132,29 @@ def test_other_settings_stop_unless_forced(workspace, capsys, no_model_work, arg
     assert "is up to date" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("argv, would_use", [
+    (["--tta", "none"], "flips none in float32"),
+    (["--set", "hardware.mixed_precision=true"], "flips none,hflip in mixed_float16"),
+])
+def test_predictions_made_otherwise_than_tuned_are_refused(workspace, capsys, tmp_path, argv, would_use):
+    elsewhere = tmp_path / "submissions"
+    assert predict.main(["--config", "config.yaml", "--force", "--set", f"paths.submissions={elsewhere}", *argv]) == 1
+    output = capsys.readouterr()
+    assert output.out.startswith("TensorFlow ") and "float32" in output.out.splitlines()[0]
+    assert "was tuned on out-of-fold predictions with flips none,hflip in float32; this predict would use " \
+           f"{would_use}" in output.err and "severstal tune" in output.err
+    assert not elsewhere.exists()
+
+
+def test_a_missing_required_gpu_stops_predict_before_it_writes(workspace, capsys, tmp_path):
+    elsewhere = tmp_path / "submissions"
+    assert predict.main(["--config", "config.yaml", "--force", "--set", f"paths.submissions={elsewhere}",
+                         "--set", "hardware.require_gpu=true"]) == 1
+    error = capsys.readouterr().err
+    assert "no GPU is visible to TensorFlow" in error and "--set hardware.require_gpu=false" in error
+    assert not elsewhere.exists()
+
+
 def test_retrained_weights_are_refused_until_tuned_again(workspace, capsys, tmp_path):
     weights = Paths(workspace).fold_dir("seg", 1) / "best.weights.h5"
     original = weights.read_bytes()
@@ -189,7 +212,7 @@ def test_skip_bad_predicts_the_bad_image_empty(workspace, images_with_a_bad_one,
     elsewhere = tmp_path / "submissions"
     assert predict.main(["--config", "config.yaml", "--images", str(images_with_a_bad_one), "--skip-bad",
                          "--set", f"paths.submissions={elsewhere}", "--set", f"paths.reports={tmp_path / 'reports'}",
-                         "--folds", "0", "--tta", "none", "--format", "legacy"]) == 0
+                         "--folds", "0", "--format", "legacy"]) == 0
     assert "broken.jpg cannot be used" in capsys.readouterr().err
     raw = read_submission(elsewhere / "tiny" / "submission.csv")
     assert list(raw.columns) == ["ImageId_ClassId", "EncodedPixels"]

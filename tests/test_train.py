@@ -1,11 +1,15 @@
 """The train and oof stages end to end on the tiny data set, and the resume bookkeeping as pure logic."""
 
 import json
+import os
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pandas as pd
 import pytest
-from training_fixtures import SEG_EPOCHS, tiny_run  # noqa: F401
+from training_fixtures import REPO_ROOT, SEG_EPOCHS, tiny_run  # noqa: F401
 
 from severstal.infra import oof_files as oofstats
 from severstal.infra.artifacts import BEST_WEIGHTS, HISTORY, Paths, training_stamp
@@ -226,3 +230,49 @@ def test_fewer_training_images_than_the_batch_size_train_in_one_batch(tiny_run, 
     assert "6 training images are fewer than the batch size 16: training with batches of 6" in capsys.readouterr().out
     summary = json.loads((tiny_run.fold_dir("cls", 1, tmp_path / "models") / "training.json").read_text())
     assert summary["batch_size"] == 6 and summary["training_images"] == 6
+
+
+def test_a_required_gpu_stops_training_before_it_reads_the_folds_or_writes(tiny_run, tmp_path, capsys):  # noqa: F811
+    models = tmp_path / "models"
+    arguments = tiny_run.arguments(models) + ["--set", "hardware.require_gpu=true",
+                                              "--set", f"data.folds_file={tmp_path / 'no-folds-yet.csv'}"]
+    assert train.main(["--model", "seg", "--fold", "0", *arguments]) == 1
+    output = capsys.readouterr()
+    assert "no GPU is visible to TensorFlow" in output.err and "tensorflow[and-cuda]" in output.err
+    assert "--set hardware.require_gpu=false" in output.err and "folds" not in output.err
+    assert not models.exists()
+
+
+def test_default_recipe_without_a_visible_gpu_stops_within_seconds(tiny_run, tmp_path):  # noqa: F811
+    """The issue's check: CUDA_VISIBLE_DEVICES= severstal train --model seg --fold 0 --config configs/default.yaml."""
+    environment = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "severstal", "train", "--model", "seg", "--fold", "0", "--config",
+                             str(REPO_ROOT / "configs" / "default.yaml"), "--data", str(tiny_run.data_dir)],
+                            cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and time.monotonic() - started < 60
+    assert "CUDA_VISIBLE_DEVICES='' hides the GPUs" in result.stderr and "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []  # no folds, models or locks folder
+
+
+def test_release_memory_clears_the_keras_session():
+    from severstal.nn.tfsetup import keras
+    from severstal.nn.training import release_memory
+
+    keras.layers.Dense(1)
+    assert keras.layers.Dense(1).name != "dense"  # names count up while the session lives
+    release_memory()
+    assert keras.layers.Dense(1).name == "dense"
+
+
+def test_memory_is_released_between_folds(tiny_run, tmp_path, monkeypatch):  # noqa: F811
+    import severstal.nn.oof
+    import severstal.nn.training
+
+    calls = []
+    monkeypatch.setattr(severstal.nn.training, "train_fold", lambda *args: calls.append(("train", args[2])))
+    monkeypatch.setattr(severstal.nn.training, "release_memory", lambda: calls.append("release"))
+    monkeypatch.setattr(severstal.nn.oof, "compute_oof", lambda *args: calls.append(("oof", args[2])))
+    monkeypatch.setattr(train, "oof_stamp", lambda *args: None)
+    assert train.main(["--model", "seg", "--fold", "all", *tiny_run.arguments(tmp_path / "models")]) == 0
+    assert calls == [("train", 0), ("oof", 0), "release", ("train", 1), ("oof", 1)]

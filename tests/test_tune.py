@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from severstal.core.thresholds import SearchGrid, search_thresholds, thresholds_from_document
-from severstal.infra.artifacts import Paths
+from severstal.infra.artifacts import OOF_KEYS, Paths
 from severstal.infra.config import load_config
 from severstal.infra.oof_files import save_classifier_oof, save_segmentation_oof
+from severstal.infra.stamps import Stamp
 from severstal.stages import tune
 
 CONFIG = "configs/demo.yaml"  # 2 folds; experiment "demo"
@@ -22,8 +23,10 @@ def workdir(tmp_path, monkeypatch, repo_root):
     return tmp_path
 
 
-def write_fold(config, fold, rng, images=12, classifier=True, pixel_thresholds=None, stored_fold=None):
-    """Random but consistent statistics for one fold on the config's grid."""
+def write_fold(config, fold, rng, images=12, classifier=True, pixel_thresholds=None, stored_fold=None,
+               precision="float32"):
+    """Random but consistent statistics for one fold on the config's grid, stamped like compute_oof's."""
+    stamp = Stamp.of(config, OOF_KEYS, {"weights": f"sha256:fold{fold}"})
     grid = SearchGrid.from_dict(config.raw["tune"])
     pixels = grid.pixel_thresholds if pixel_thresholds is None else pixel_thresholds
     shape = (images, 4, len(pixels), len(grid.min_component_sizes))
@@ -34,9 +37,10 @@ def write_fold(config, fold, rng, images=12, classifier=True, pixel_thresholds=N
     stats = {"predicted_area": predicted, "intersection": overlap, "true_area": true_area}
     stored = fold if stored_fold is None else stored_fold
     save_segmentation_oof(Paths(config).fold_dir("seg", fold) / "oof.npz", ids, stored, stats, pixels,
-                          grid.min_component_sizes)
+                          grid.min_component_sizes, stamp, precision)
     if classifier:
-        save_classifier_oof(Paths(config).fold_dir("cls", fold) / "oof.npz", ids, stored, rng.random((images, 4)))
+        save_classifier_oof(Paths(config).fold_dir("cls", fold) / "oof.npz", ids, stored, rng.random((images, 4)),
+                            stamp, precision)
 
 
 def write_folds(config, seed=0, **options):
@@ -143,3 +147,25 @@ def test_tune_rejects_statistics_that_do_not_fit(workdir, capsys, options, messa
 def test_tune_rejects_a_grid_without_the_default(workdir, capsys):
     assert tune.main(["--config", CONFIG, "--set", "tune.pixel_thresholds=[0.4, 0.6]"]) == 1
     assert "including 0.5, got [0.4, 0.6]" in capsys.readouterr().err
+
+
+def test_tuned_on_records_the_flips_and_precision(workdir):
+    config = load_config(CONFIG)
+    write_folds(config)
+    assert tune.main(["--config", CONFIG]) == 0
+    document = json.loads(Paths(config).thresholds.read_text())
+    assert document["tuned_on"] == {"tta": list(config.inference.tta), "precision": "float32"}
+
+
+@pytest.mark.parametrize("precision, message", [
+    (None, "does not record the flips and precision its predictions were made with"),
+    ("mixed_float16", "was predicted with flips none,hflip in mixed_float16"),
+])
+def test_oof_files_made_another_way_are_refused(workdir, capsys, precision, message):
+    config = load_config(CONFIG)
+    rng = np.random.default_rng(0)
+    write_fold(config, 0, rng)
+    write_fold(config, 1, rng, precision=precision)
+    assert tune.main(["--config", CONFIG]) == 1
+    assert message in capsys.readouterr().err
+    assert not Paths(config).thresholds.exists()

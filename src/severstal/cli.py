@@ -15,9 +15,11 @@ from collections.abc import Sequence
 STAGES: dict[str, tuple[str, str]] = {
     "download": ("severstal.stages.download", "fetch the competition data with the Kaggle API"),
     "demo-data": ("severstal.stages.demo_data", "write the embedded Severstal-like demo data set"),
+    "smoke-data": ("severstal.stages.smoke_data", "copy a few images of a data directory for the smoke run"),
     "check-data": ("severstal.stages.check_data", "validate a data directory before training"),
     "folds": ("severstal.stages.folds", "make multilabel stratified folds (once, fixed seed)"),
     "eda": ("severstal.stages.eda", "draw data-exploration figures"),
+    "weights": ("severstal.stages.weights", "fetch the encoders' ImageNet weights into the Keras cache"),
     "train": ("severstal.stages.train", "train a classifier or segmenter fold"),
     "oof": ("severstal.stages.oof", "compute out-of-fold statistics for a trained fold"),
     "tune": ("severstal.stages.tune", "search post-processing thresholds on out-of-fold statistics"),

@@ -16,6 +16,12 @@ from .labels import layout_of
 from .rle import validate
 
 
+def sample_submission(image_ids: Iterable[str]) -> pd.DataFrame:
+    """A submission like Kaggle's ``sample_submission.csv``: every image's row ``1 409600`` with class 0."""
+    frame = pd.DataFrame({"ImageId": list(image_ids), "EncodedPixels": f"1 {NUM_PIXELS}", "ClassId": 0})
+    return frame[list(SUBMISSION_COLUMNS)]
+
+
 def _examples(names: Iterable[str], count: int = 5) -> str:
     names = sorted(names)
     more = f", ... ({len(names) - count:,} more)" if len(names) > count else ""

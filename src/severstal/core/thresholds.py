@@ -9,6 +9,22 @@ A minimum area ``A`` and a classifier threshold ``G`` keep image ``i`` when ``a_
 every ``(A, G)`` at once. Per-fold histograms give the held-out check for free: thresholds
 tuned on the other folds' histograms are scored on each fold's own.
 
+A held-out score over a set of folds is the summed Dice of each of them under the setting tuned
+on the others of the set. Each class is searched twice: with the classifier axis (gated) and
+with it fixed to ``(0.0,)`` (ungated). The gate is adopted only when, over all folds, the gated
+search's held-out score beats the ungated one's by more than ``TIE_TOLERANCE``; otherwise the
+class gets the ungated search's thresholds. The in-sample score alone would adopt any gate that
+fits noise. With fewer than two folds there is no held-out score, so no gate is adopted; without
+classifier probabilities no gate is searched.
+
+The reported held-out score (``heldout_per_class``, ``heldout_per_fold``, ``heldout_thresholds``)
+is nested, so that it estimates the whole procedure: with three folds or more, fold ``k`` is
+scored with thresholds tuned on the other folds by the variant (gated or not) that the rule picks
+on those folds alone (their own held-out scores, each of them scored with thresholds tuned on
+the rest of them), i.e. exactly what this search returns on the statistics without fold ``k``.
+With exactly two folds a single remaining fold has no held-out score, so both folds use the
+decision made on all folds (it has seen fold ``k``: slightly optimistic).
+
 Ties (scores within ``TIE_TOLERANCE`` of the best, in summed Dice) go to the simplest setting:
 the lowest classifier threshold, then the lowest minimum area, then the smallest component
 size, then the pixel threshold closest to 0.5 (the lower one when two are equally close).
@@ -169,11 +185,44 @@ def best_setting(scores: np.ndarray, grid: SearchGrid) -> tuple[int, int, int, i
 
 
 def setting_thresholds(grid: SearchGrid, index: tuple[int, int, int, int]) -> ClassThresholds:
-    pixel, size, area, gate = index
     """The thresholds at a score-table index (p, c, a, g)."""
+    pixel, size, area, gate = index
     return ClassThresholds(
         pixel_threshold=grid.pixel_thresholds[pixel], min_component_size=grid.min_component_sizes[size],
         min_area=grid.min_areas[area], classifier_threshold=grid.classifier_thresholds[gate])
+
+
+def tuned_setting(histograms: np.ndarray, empty: np.ndarray, grid: SearchGrid,
+                  folds: Sequence[int]) -> tuple[int, int, int, int]:
+    """The best setting (p, c, a, g) on some folds of per-fold histograms (:func:`class_histograms`)."""
+    return best_setting(summed_scores(histograms[list(folds)].sum(axis=0), empty[list(folds)].sum()), grid)
+
+
+def heldout_sum(histograms: np.ndarray, empty: np.ndarray, grid: SearchGrid, folds: Sequence[int]) -> float:
+    """Summed Dice of the folds ``folds`` (positions), each under the setting tuned on the others of them."""
+    total = 0.0
+    for fold in folds:
+        index = tuned_setting(histograms, empty, grid, [other for other in folds if other != fold])
+        total += summed_scores(histograms[fold], empty[fold])[index]
+    return total
+
+
+def gate_gain(variants: Mapping[bool, tuple[np.ndarray, SearchGrid]], empty: np.ndarray,
+              folds: Sequence[int]) -> float:
+    """The gate's held-out gain over some folds, in summed Dice.
+
+    Args:
+        variants: ``{True: (histograms, grid) of the gated search, False: those of the ungated one}``.
+        empty: (K,) summed empty Dice per fold.
+        folds: fold positions.
+
+    Returns:
+        The gated search's :func:`heldout_sum` minus the ungated one's; 0 with fewer than two folds.
+    """
+    if len(folds) < 2:
+        return 0.0
+    (gated, gated_grid), (ungated, ungated_grid) = variants[True], variants[False]
+    return heldout_sum(gated, empty, gated_grid, folds) - heldout_sum(ungated, empty, ungated_grid, folds)
 
 
 @dataclass
@@ -184,13 +233,15 @@ class SearchResult:
     grid: SearchGrid  # the grid searched (classifier axis (0.0,) when there is no classifier)
     tuned_per_class: np.ndarray  # (4,) in-sample (CV) Dice of the tuned thresholds
     default_per_class: np.ndarray  # (4,) Dice of untuned defaults (0.5, no gate, no minimum area)
-    heldout_per_class: np.ndarray | None  # (4,) each fold scored with thresholds tuned on the others
+    heldout_per_class: np.ndarray | None  # (4,) each fold scored with thresholds tuned on the others (nested)
     heldout_per_fold: dict[int, float]  # fold -> mean Dice of its images under the others' thresholds
     heldout_thresholds: dict[int, list[ClassThresholds]]  # fold -> thresholds tuned without it
     score_tables: np.ndarray  # (4, P, C, A, G) class mean Dice of every setting
     images: int
     positives: np.ndarray  # (4,) images with a non-empty true mask per class
     gated: bool  # whether classifier probabilities were searched
+    gate_heldout_gain: np.ndarray | None  # (4,) gated minus ungated held-out Dice (all folds); None: no check
+    gate_adopted: np.ndarray  # (4,) bool: whether the class gates on the classifier
 
     @property
     def tuned_mean(self) -> float:
@@ -206,7 +257,8 @@ class SearchResult:
 
 
 def search_thresholds(stats: OOFStatistics, grid: SearchGrid) -> SearchResult:
-    """Tune each class's four thresholds on OOF statistics, with the held-out-fold check.
+    """Tune each class's four thresholds on OOF statistics, adopting a gate only where it raises the
+    held-out score, with the nested held-out-fold check (module docstring).
 
     Args:
         stats: statistics of all folds; their pixel-threshold and component-size grids must
@@ -215,7 +267,8 @@ def search_thresholds(stats: OOFStatistics, grid: SearchGrid) -> SearchResult:
         grid: the settings to try.
 
     Returns:
-        :class:`SearchResult`. The held-out scores need at least two folds (else None / empty).
+        :class:`SearchResult`. The held-out scores and the gate's held-out gain need at least two
+        folds (else None / empty, and no class gates).
     """
     if not grid.matches(stats.pixel_thresholds, stats.min_component_sizes):
         raise ValueError(f"the statistics were computed on pixel thresholds "
@@ -223,43 +276,55 @@ def search_thresholds(stats: OOFStatistics, grid: SearchGrid) -> SearchResult:
                          f"{stats.min_component_sizes.tolist()}, the grid asks for "
                          f"{list(grid.pixel_thresholds)} and {list(grid.min_component_sizes)}")
     gated = stats.classifier_probabilities is not None
+    ungated_grid = SearchGrid(grid.pixel_thresholds, grid.min_component_sizes, grid.min_areas, (0.0,))
     if not gated:
-        grid = SearchGrid(grid.pixel_thresholds, grid.min_component_sizes, grid.min_areas, (0.0,))
+        grid = ungated_grid
     fold_ids, groups = np.unique(stats.folds, return_inverse=True)
     num_folds = fold_ids.size
+    every_fold = list(range(num_folds))
     classes = stats.classes
     tables = np.empty((classes, *grid.shape), dtype=np.float64)
-    tuned, heldout_sums = [], np.zeros(classes)
+    tuned, heldout_sums, gains = [], np.zeros(classes), np.zeros(classes)
     heldout_thresholds = {int(fold): [] for fold in fold_ids}
     heldout_fold_sums = np.zeros(num_folds)
     for channel in range(classes):
         histograms, empty = class_histograms(stats, channel, grid, groups, num_folds)
-        scores = summed_scores(histograms.sum(axis=0), empty.sum())  # (P, C, A, G)
-        tables[channel] = scores / stats.count
-        tuned.append(setting_thresholds(grid, best_setting(scores, grid)))
+        tables[channel] = summed_scores(histograms.sum(axis=0), empty.sum()) / stats.count
+        ungated = class_histograms(stats, channel, ungated_grid, groups, num_folds)[0] if gated else histograms
+        variants = {True: (histograms, grid), False: (ungated, ungated_grid)}  # by "gate adopted"
+        gains[channel] = gate_gain(variants, empty, every_fold) if gated else 0.0
+        adopted = bool(gains[channel] > TIE_TOLERANCE)
+        variant, variant_grid = variants[adopted]
+        tuned.append(setting_thresholds(variant_grid, tuned_setting(variant, empty, variant_grid, every_fold)))
         if num_folds < 2:
             continue
         for position, fold in enumerate(fold_ids):
-            others = np.delete(np.arange(num_folds), position)
-            index = best_setting(summed_scores(histograms[others].sum(axis=0), empty[others].sum()), grid)
-            heldout_thresholds[int(fold)].append(setting_thresholds(grid, index))
-            fold_score = summed_scores(histograms[position], empty[position])[index]
+            others = [other for other in every_fold if other != position]
+            inner_adopted = (gate_gain(variants, empty, others) > TIE_TOLERANCE
+                             if gated and num_folds >= 3 else adopted)
+            variant, variant_grid = variants[inner_adopted]
+            index = tuned_setting(variant, empty, variant_grid, others)
+            heldout_thresholds[int(fold)].append(setting_thresholds(variant_grid, index))
+            fold_score = summed_scores(variant[position], empty[position])[index]
             heldout_sums[channel] += fold_score
             heldout_fold_sums[position] += fold_score
     fold_sizes = np.bincount(groups, minlength=num_folds)
+    checked = num_folds >= 2
     return SearchResult(
         thresholds=tuned,
         grid=grid,
         tuned_per_class=evaluate_thresholds(stats, tuned)[0],
         default_per_class=evaluate_thresholds(stats, DEFAULT_THRESHOLDS)[0],
-        heldout_per_class=heldout_sums / stats.count if num_folds >= 2 else None,
+        heldout_per_class=heldout_sums / stats.count if checked else None,
         heldout_per_fold=({int(fold): float(heldout_fold_sums[i] / (classes * fold_sizes[i]))
-                           for i, fold in enumerate(fold_ids)} if num_folds >= 2 else {}),
-        heldout_thresholds=heldout_thresholds if num_folds >= 2 else {},
+                           for i, fold in enumerate(fold_ids)} if checked else {}),
+        heldout_thresholds=heldout_thresholds if checked else {},
         score_tables=tables,
         images=stats.count,
         positives=np.count_nonzero(stats.true_area > 0, axis=0),
         gated=gated,
+        gate_heldout_gain=gains / stats.count if gated and checked else None,
+        gate_adopted=gains > TIE_TOLERANCE,
     )
 
 
@@ -278,11 +343,12 @@ def thresholds_from_document(document: Mapping, num_classes: int = NUM_CLASSES) 
     return per_class_thresholds(document["classes"], num_classes, where="classes.")
 
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: per_class gate_heldout_gain and gate_adopted, tuned_on
 
 
 def thresholds_document(result: SearchResult, experiment: str, config: Mapping, folds: int,
-                        inputs: Mapping[str, str], weights: Mapping[str, Mapping[int, str]], created: str) -> dict:
+                        inputs: Mapping[str, str], weights: Mapping[str, Mapping[int, str]], created: str,
+                        tuned_on: Mapping | None = None) -> dict:
     """The content of thresholds.json (docs/thresholds-format.md).
 
     Args:
@@ -293,6 +359,11 @@ def thresholds_document(result: SearchResult, experiment: str, config: Mapping, 
         inputs: ``{OOF file: fingerprint}``.
         weights: ``{"seg": {fold: weights fingerprint}, "cls": {...}}`` the OOF files were made from.
         created: the time stamp to record.
+        tuned_on: how the OOF predictions were made, e.g. ``{"tta": [...], "precision": "float32"}``
+            (stored as given; None when unknown).
+
+    Returns:
+        The document, JSON-ready.
     """
     def by_class(values: list[ClassThresholds]) -> dict:
         return {str(channel + 1): setting.to_dict() for channel, setting in enumerate(values)}
@@ -300,7 +371,7 @@ def thresholds_document(result: SearchResult, experiment: str, config: Mapping, 
     def score(value) -> float | None:
         return None if value is None else round(float(value), 8)
 
-    heldout = result.heldout_per_class
+    heldout, gain = result.heldout_per_class, result.gate_heldout_gain
     return {
         "format_version": FORMAT_VERSION,
         "experiment": experiment,
@@ -313,6 +384,8 @@ def thresholds_document(result: SearchResult, experiment: str, config: Mapping, 
             str(channel + 1): {"tuned_dice": score(result.tuned_per_class[channel]),
                                "default_dice": score(result.default_per_class[channel]),
                                "heldout_dice": None if heldout is None else score(heldout[channel]),
+                               "gate_heldout_gain": None if gain is None else score(gain[channel]),
+                               "gate_adopted": bool(result.gate_adopted[channel]),
                                "positives": int(result.positives[channel])}
             for channel in range(len(result.thresholds))},
         "heldout_per_fold": {str(fold): score(value) for fold, value in result.heldout_per_fold.items()},
@@ -323,6 +396,7 @@ def thresholds_document(result: SearchResult, experiment: str, config: Mapping, 
         "grid": result.grid.to_dict(),
         "default_thresholds": DEFAULT_THRESHOLDS.to_dict(),
         "inputs": dict(inputs),
+        "tuned_on": None if tuned_on is None else dict(tuned_on),
         "weights": {kind: {str(fold): value for fold, value in by_fold.items()} for kind, by_fold in weights.items()},
         "config": dict(config),
     }

@@ -24,7 +24,7 @@ import enum
 import json
 import os
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -286,6 +286,27 @@ def check_tuned_on(document: Mapping, paths: Paths, kind: str, folds: Iterable[i
                 f"{kind} fold {fold}'s weights ({weights}) are not those {paths.thresholds} was tuned on: the fold was "
                 f"retrained since. Run {steps}, then predict again")
     return {fold: recorded[fold] for fold in folds}
+
+
+def check_predicted_like(document: Mapping, paths: Paths, tta: Sequence[str], precision: str) -> None:
+    """UserError unless ``tta`` and ``precision`` are those of the OOF predictions the thresholds were tuned on.
+
+    Thresholds tuned on predictions made one way are only right for predictions made the same way
+    (averaging fewer flips, or float16 kernels, shift the probabilities near every threshold).
+    """
+    tuned = document.get("tuned_on")
+    if not isinstance(tuned, Mapping):
+        raise UserError(f"{paths.thresholds} does not record the flips and precision it was tuned on (it predates "
+                        f"them): run `severstal tune --config {paths.config.source} --force`")
+    if list(tuned.get("tta") or []) == list(tta) and tuned.get("precision") == precision:
+        return
+    raise UserError(
+        f"{paths.thresholds} was tuned on out-of-fold predictions with flips {','.join(tuned.get('tta') or [])} in "
+        f"{tuned.get('precision')}; this predict would use flips {','.join(tta)} in {precision}. Predict as tuned "
+        f"(--tta {','.join(tuned.get('tta') or [])}; the precision follows hardware.mixed_precision and the "
+        f"devices), or re-tune for these settings on a machine like the one that predicts: `severstal oof --model seg "
+        f"--fold all --force --set inference.tta={','.join(tta)}` (the same for --model cls), then `severstal tune "
+        f"--config {paths.config.source}`")
 
 
 @dataclass(frozen=True)

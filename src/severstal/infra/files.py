@@ -100,3 +100,13 @@ def file_sha256(path: str | os.PathLike) -> str:
 def text_sha256(text: str) -> str:
     """The hex SHA-256 of a text's UTF-8 bytes."""
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def read_marker(path: str | os.PathLike, generator: str) -> dict | None:
+    """The JSON record a generator left in a folder it wrote (e.g. ``.demo.json``), or None when there is
+    none, it is unreadable, or another generator wrote it."""
+    try:
+        marker = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) and marker.get("generator") == generator else None

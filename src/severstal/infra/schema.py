@@ -25,8 +25,12 @@ from ..core.ensemble import FLIPS
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 EFFICIENTNETS = tuple(f"efficientnetb{index}" for index in range(8))
 BACKBONES = RESNETS + EFFICIENTNETS
-SEGMENTER_LOSSES = ("bce_dice", "bce_weighted", "focal", "focal_tversky")
+SEGMENTER_LOSSES = ("bce", "bce_dice", "focal", "focal_tversky")
+BCE_LOSSES = ("bce", "bce_dice", "focal")  # the losses with a (weighted) cross-entropy term
 CLASSIFIER_MONITORS = ("val_loss", "val_accuracy", "val_precision", "val_recall", "val_f1", "val_auc")
+SEGMENTER_MONITORS = ("val_tuned_dice", "val_loss", "val_dice")
+PATIENCE_HELP = ("epochs without improvement before stopping, with schedule constant (a cosine schedule always runs "
+                 "to its end); 0 or null: never")
 CROP_MULTIPLE = 32  # a U-Net halves its input five times
 
 
@@ -271,11 +275,11 @@ def folds_choice() -> Rule:
 
 
 def segmenter_monitor() -> Rule:
-    """``val_loss``, ``val_dice`` or ``val_pos_dice_K`` (K a class number, checked against the data)."""
-    expects = "val_loss, val_dice or val_pos_dice_K (K a class number)"
+    """``val_tuned_dice``, ``val_loss``, ``val_dice`` or ``val_pos_dice_K`` (K: a class number)."""
+    expects = "val_tuned_dice, val_loss, val_dice or val_pos_dice_K (K a class number)"
 
     def convert(value):
-        if value in ("val_loss", "val_dice"):
+        if value in SEGMENTER_MONITORS:
             return value
         suffix = value.removeprefix("val_pos_dice_") if isinstance(value, str) else ""
         if isinstance(value, str) and value.startswith("val_pos_dice_") and suffix.isdigit() and int(suffix) >= 1:
@@ -328,10 +332,18 @@ class DemoSection:
 
 
 @dataclass(frozen=True)
+class SmokeSection:
+    train_images: int = key(8, integer(2), "training images of the smoke run's data subset (severstal smoke-data)")
+    test_images: int = key(8, integer(1), "test images of the smoke run's data subset")
+
+
+@dataclass(frozen=True)
 class HardwareSection:
     mixed_precision: Any = key("auto", choice("auto", True, False), "auto: on when a GPU is visible, off on a CPU")
     xla: bool = key(False, boolean(), "compile the training step with XLA")
     distribute: bool = key(False, boolean(), "tf.distribute.MirroredStrategy over all visible GPUs")
+    require_gpu: bool = key(True, boolean(),
+                            "train, oof and predict stop at once when TensorFlow sees no GPU (false: run on the CPU)")
 
 
 @dataclass(frozen=True)
@@ -371,8 +383,7 @@ class ClassifierSection:
     schedule: str = key("cosine", choice("cosine", "constant"), "learning-rate schedule after the warm-up")
     warmup_epochs: int = key(1, integer(0), "epochs of linear warm-up")
     monitor: str = key("val_loss", choice(*CLASSIFIER_MONITORS), "the validation quantity that picks the best epoch")
-    early_stopping_patience: int | None = key(6, optional(integer(0)),
-                                              "epochs without improvement before stopping; 0 or null: never")
+    early_stopping_patience: int | None = key(None, optional(integer(0)), PATIENCE_HELP)
     augment: AugmentSection = section_of(_classifier_augment, "training augmentations")
 
 
@@ -394,26 +405,32 @@ class SegmenterSection:
     defect_images_only: bool = key(False, boolean(), "train on the images with a defect only")
     balanced_sampling: Any = key(False, sampling(),
                                  "false | defect | classes (each class and the clean images equally often)")
-    loss: str = key("bce_dice", choice(*SEGMENTER_LOSSES), "bce_dice | bce_weighted | focal | focal_tversky")
+    loss: str = key("bce_dice", choice(*SEGMENTER_LOSSES),
+                    "bce (cross-entropy) | bce_dice (bce_weight x BCE + dice_weight x (1 - soft Dice)) | focal | "
+                    "focal_tversky")
     pos_weight: tuple[float, ...] | None = key((2.0, 2.0, 1.0, 1.5), optional(sequence(number(0.0, above=True))),
-                                               "positive-pixel weights, one per class, for bce_weighted")
+                                               "positive-pixel weights, one per class, of the cross-entropy term "
+                                               "(bce, bce_dice, focal); null: 1")
+    bce_weight: float = key(0.75, number(0.0), "weight of the BCE term of bce_dice")
+    dice_weight: float = key(0.25, number(0.0), "weight of the soft-Dice term of bce_dice")
     focal_gamma: float = key(2.0, number(0.0), "focal loss exponent")
     batch_size: int = key(16, integer(1), "crops per training step")
     epochs: int = key(40, integer(1), "training epochs")
     learning_rate: float = key(3.0e-4, number(0.0, above=True), "peak learning rate (Adam)")
     schedule: str = key("cosine", choice("cosine", "constant"), "learning-rate schedule after the warm-up")
     warmup_epochs: int = key(1, integer(0), "epochs of linear warm-up")
-    monitor: str = key("val_dice", segmenter_monitor(),
-                       "picks the best epoch: val_dice (Kaggle Dice at 0.5) | val_loss | val_pos_dice_K")
-    early_stopping_patience: int | None = key(8, optional(integer(0)),
-                                              "epochs without improvement before stopping; 0 or null: never")
+    monitor: str = key("val_tuned_dice", segmenter_monitor(),
+                       "picks the best epoch: val_tuned_dice (Kaggle Dice with the best pixel threshold and minimum "
+                       "area per class, tune's grid) | val_dice (at 0.5, no post-processing) | val_loss | "
+                       "val_pos_dice_K")
+    early_stopping_patience: int | None = key(None, optional(integer(0)), PATIENCE_HELP)
     augment: AugmentSection = section_of(AugmentSection, "training augmentations")
 
 
 @dataclass(frozen=True)
 class InferenceSection:
     batch_size: int = key(8, integer(1), "images per prediction batch (OOF statistics and predict)")
-    tta: tuple[str, ...] = key(("none", "hflip", "vflip", "both"),
+    tta: tuple[str, ...] = key(("none", "hflip"),
                                sequence(choice(*FLIPS), distinct=True, commas=True),
                                "flips averaged for the OOF statistics and for the submission")
     folds: Any = key("all", folds_choice(), "all, or a list of fold numbers to ensemble")
@@ -445,6 +462,7 @@ SECTIONS: dict[str, tuple[type, str]] = {
     "paths": (PathsSection, "where artifacts go (relative to the repository root)"),
     "folds": (FoldsSection, "the K-fold split, made once"),
     "demo": (DemoSection, "the embedded demo data set (severstal demo-data)"),
+    "smoke": (SmokeSection, "the smoke run's data subset (bash run_all.sh --smoke)"),
     "hardware": (HardwareSection, "precision and devices"),
     "cls": (ClassifierSection, "the classifier (the gate in front of the segmenter)"),
     "seg": (SegmenterSection, "the segmenter"),
@@ -467,6 +485,7 @@ class Sections:
     paths: PathsSection
     folds: FoldsSection
     demo: DemoSection
+    smoke: SmokeSection
     hardware: HardwareSection
     cls: ClassifierSection
     seg: SegmenterSection
@@ -623,11 +642,35 @@ def check_against_data(sections: Sections, num_classes: int, kind: str) -> list[
                             f"{height} x {width} (data.height x data.width x {kind}.scale)")
     if kind == "seg":
         seg = sections.seg
-        if seg.loss == "bce_weighted" and (seg.pos_weight is None or len(seg.pos_weight) != num_classes):
-            count = "none" if seg.pos_weight is None else len(seg.pos_weight)
-            problems.append(f"seg.pos_weight: the loss bce_weighted needs one positive weight per class, {num_classes} "
-                            f"for this data set, got {count}")
+        if seg.loss in BCE_LOSSES and seg.pos_weight is not None and len(seg.pos_weight) != num_classes:
+            problems.append(f"seg.pos_weight: the loss {seg.loss} weighs positive pixels per class: {num_classes} "
+                            f"weights for this data set (or null), got {len(seg.pos_weight)}")
         if seg.monitor.startswith("val_pos_dice_") and int(seg.monitor.rsplit("_", 1)[1]) > num_classes:
             problems.append(f"seg.monitor: {seg.monitor} names a class the data set does not have "
                             f"(classes 1..{num_classes})")
     return problems
+
+
+def ineffective_keys(sections: Sections, kind: str) -> list[str]:
+    """Keys of the model ``kind`` whose values have no effect given its other settings, with the reason.
+
+    Returns:
+        One line per key, e.g. ``seg.pos_weight has no effect: the loss focal_tversky has no cross-entropy term``.
+    """
+    model = getattr(sections, kind)
+    notes = []
+    if model.early_stopping_patience and model.schedule == "cosine":
+        notes.append(f"{kind}.early_stopping_patience has no effect: a cosine schedule runs to its end (early "
+                     "stopping applies with schedule constant)")
+    if model.crop is None and model.crop_non_empty > 0:
+        notes.append(f"{kind}.crop_non_empty has no effect: {kind}.crop is null (whole images)")
+    if kind == "seg":
+        loss = model.loss
+        if model.pos_weight is not None and loss not in BCE_LOSSES:
+            notes.append(f"seg.pos_weight has no effect: the loss {loss} has no cross-entropy term")
+        if loss != "bce_dice":
+            notes.append(f"seg.bce_weight and seg.dice_weight have no effect: they weigh the terms of bce_dice, "
+                         f"the loss is {loss}")
+        if loss != "focal" and model.focal_gamma != SegmenterSection.focal_gamma:
+            notes.append(f"seg.focal_gamma has no effect: the loss is {loss}, not focal")
+    return notes

@@ -353,9 +353,9 @@ Made by `severstal bundle` on {manifest['created']} with severstal {manifest['se
 
    It installs the wheels below into a temporary folder (nothing in the notebook's environment changes),
    runs `severstal predict` with the bundled folds, flips and thresholds and writes `submission.csv`
-   in the working directory. Options trade accuracy for time: `--folds 0,1,2`, `--tta none,hflip`,
-   `--batch-size 16` (`python inference.py --help` lists all). If the dataset is mounted elsewhere,
-   pass `--bundle DIR` and `--test-images DIR`.
+   in the working directory. Options trade accuracy for time: `--folds 0,1,2`, `--batch-size 16`
+   (`python inference.py --help` lists all; `--tta` must name the flips the thresholds were tuned on).
+   If the dataset is mounted elsewhere, pass `--bundle DIR` and `--test-images DIR`.
 3. Save Version -> Save & Run All, then submit the notebook's `submission.csv`.
 
 ## Wheels

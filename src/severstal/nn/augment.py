@@ -21,13 +21,15 @@ def label_map(masks: np.ndarray) -> np.ndarray:
 
 def crop_window(masks: np.ndarray, crop: tuple[int, int], on_defect: bool, rng: np.random.Generator
                 ) -> tuple[int, int]:
-    """Top-left corner of a training crop, as albumentations' ``CropNonEmptyMaskIfExists`` picks it.
+    """Top-left corner of a training crop.
 
     Args:
         masks: ``(height, width, channels)`` masks.
         crop: ``(crop height, crop width)``, at most the mask's size.
-        on_defect: centre the crop on a defect: a random defect pixel lands at a random position
-            inside the crop (when the masks are empty, a uniformly random crop is taken).
+        on_defect: centre the crop on a defect: one of the image's classes is picked uniformly, then
+            a random pixel of that class lands at a random position inside the crop, so a small
+            class-1 spot is sought as often as a large class-3 region on the same image (when the
+            masks are empty, a uniformly random crop is taken).
         rng: random generator.
 
     Returns:
@@ -36,8 +38,9 @@ def crop_window(masks: np.ndarray, crop: tuple[int, int], on_defect: bool, rng: 
     height, width = masks.shape[:2]
     crop_height, crop_width = crop
     if on_defect:
-        rows, columns = np.nonzero(masks.any(axis=-1))
-        if rows.size:
+        present = np.flatnonzero(masks.reshape(-1, masks.shape[-1]).any(axis=0))  # the image's class channels
+        if present.size:
+            rows, columns = np.nonzero(masks[..., int(present[rng.integers(present.size)])])
             pick = int(rng.integers(rows.size))
             top = int(rows[pick]) - int(rng.integers(crop_height))
             left = int(columns[pick]) - int(rng.integers(crop_width))
@@ -50,8 +53,9 @@ class Augmenter:
     and, with probability ``mask_dropout``, "defect blackout": one connected defect is painted black and
     removed from its mask, so a classifier learns that the label follows the visible defect.
 
-    The crop is a NumPy slice (:func:`crop_window`: ``CropNonEmptyMaskIfExists``'s rule, ten times
-    faster); the other steps are albumentations transforms applied to the crop.
+    The crop is a NumPy slice (:func:`crop_window`: a class first, then one of its pixels, unlike
+    albumentations' ``CropNonEmptyMaskIfExists``, which favours the largest defect); the other
+    steps are albumentations transforms applied to the crop.
 
     Args:
         augment: the model section's ``augment`` (``hflip``, ``vflip``, ``brightness_contrast``,

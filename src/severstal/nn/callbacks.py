@@ -137,7 +137,7 @@ def _format(value: float) -> str:
 def epoch_summary(row: dict, epochs: int, monitor: str, improved: bool) -> str:
     """One line per epoch: losses, the validation Dice/F1 and, for a segmenter, Dice per class."""
     parts = [f"epoch {row['epoch']}/{epochs}", f"loss {_format(row['loss'])}"]
-    for key in ("val_loss", "val_dice", "val_f1", "val_auc"):
+    for key in ("val_loss", "val_tuned_dice", "val_dice", "val_f1", "val_auc"):
         if key in row:
             parts.append(f"{key} {_format(row[key])}")
     classes = sorted(int(key.removeprefix("val_pos_dice_")) for key in row if key.startswith("val_pos_dice_"))

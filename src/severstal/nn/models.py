@@ -8,9 +8,13 @@ segmenter pads its input to a multiple of 32 and crops its output back, so it ac
 from __future__ import annotations
 
 import dataclasses
+import os
+from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
+import h5py
+from classification_models.weights import WEIGHTS_COLLECTION
+from efficientnet import model as efficientnet_model
 
 from ..core.constants import NUM_CLASSES
 from ..infra.schema import BACKBONES, EFFICIENTNETS, ClassifierSection, SegmenterSection
@@ -19,6 +23,8 @@ from .tfsetup import keras, sm, tf
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 KERAS_MODULES = {"backend": keras.backend, "layers": keras.layers, "models": keras.models, "utils": keras.utils}
+CACHE_SUBDIR = "models"  # the Keras cache's folder for weights files
+Fetcher = Callable[[str, str, str], str | Path]  # (file name, URL, file hash) -> the local file's path
 
 
 def check_backbone(name: str) -> str:
@@ -28,20 +34,112 @@ def check_backbone(name: str) -> str:
     return name
 
 
-def encoder_weights_setting(value: str | None) -> tuple[str | None, Path | None]:
-    """Split the config's ``encoder_weights`` into (what segmentation-models loads, a local file to load).
+@dataclasses.dataclass(frozen=True)
+class WeightsFile:
+    """A backbone's no-top ImageNet weights file, as the library that builds the backbone publishes it."""
 
-    ``imagenet`` -> ("imagenet", None); ``none`` -> (None, None); anything else is a path to an
-    HDF5 weights file loaded by layer name into the encoder.
+    name: str
+    url: str
+    file_hash: str  # md5 (resnets) or sha256 (efficientnets); keras' get_file tells them apart by length
+
+
+def imagenet_weights_file(backbone: str) -> WeightsFile:
+    """The no-top ImageNet weights file of ``backbone``, from its library's own weight table.
+
+    Args:
+        backbone: a supported backbone: resnets come from classification_models' ``WEIGHTS_COLLECTION``,
+            efficientnets from the efficientnet package's ``WEIGHTS_HASHES``.
+
+    Returns:
+        The file's name, URL and hash, e.g. ``resnet34_imagenet_1000_no_top.h5``.
     """
-    if value is None or str(value).lower() in ("none", "null", ""):
-        return None, None
-    if str(value).lower() == "imagenet":
-        return "imagenet", None
-    path = Path(str(value))
+    check_backbone(backbone)
+    if backbone in EFFICIENTNETS:
+        model_name = f"efficientnet-b{backbone.removeprefix('efficientnetb')}"
+        name = f"{model_name}_weights_tf_dim_ordering_tf_kernels_autoaugment_notop.h5"
+        return WeightsFile(name, efficientnet_model.BASE_WEIGHTS_PATH + name,
+                           efficientnet_model.WEIGHTS_HASHES[model_name][1])
+    entries = [entry for entry in WEIGHTS_COLLECTION
+               if entry["model"] == backbone and entry["dataset"] == "imagenet" and not entry["include_top"]]
+    if len(entries) != 1:
+        raise ValueError(f"classification_models lists {len(entries)} no-top ImageNet weights files for {backbone}, "
+                         "expected one")
+    return WeightsFile(entries[0]["name"], entries[0]["url"], entries[0]["md5"])
+
+
+def weights_cache_folder() -> Path:
+    """Where :func:`fetch_with_keras` keeps weights files: ``$KERAS_HOME/models``, else ``~/.keras/models``."""
+    return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / CACHE_SUBDIR
+
+
+def fetch_with_keras(name: str, url: str, file_hash: str) -> str:
+    """The default fetcher: keras' ``get_file`` into :func:`weights_cache_folder` (a cached file is not downloaded).
+
+    Args:
+        name: the file's name in the cache.
+        url: where to download it from when it is not cached.
+        file_hash: its md5 or sha256; a cached file that does not match is downloaded again.
+
+    Returns:
+        The local file's path.
+
+    Raises:
+        OSError: the download failed (no internet, HTTP error).
+    """
+    try:
+        return keras.utils.get_file(name, url, cache_subdir=CACHE_SUBDIR, file_hash=file_hash,
+                                    cache_dir=str(weights_cache_folder().parent))
+    except Exception as error:  # keras wraps urllib's errors in a bare Exception("URL fetch failure on ...")
+        if type(error) is not Exception:
+            raise
+        raise OSError(str(error)) from error
+
+
+def fetch_imagenet_weights(backbone: str, fetcher: Fetcher | None = None) -> Path:
+    """Make sure the ImageNet weights file of ``backbone`` is available locally, downloading it if need be.
+
+    Args:
+        backbone: a supported backbone.
+        fetcher: ``fetcher(name, url, file_hash) -> path``; None is :func:`fetch_with_keras`.
+
+    Returns:
+        The local file's path.
+
+    Raises:
+        ValueError: the file could not be fetched; the message says where to put it by hand.
+    """
+    file = imagenet_weights_file(backbone)
+    fetch = fetch_with_keras if fetcher is None else fetcher
+    try:
+        return Path(fetch(file.name, file.url, file.file_hash))
+    except OSError as error:  # urllib's URLError and HTTPError are OSErrors
+        raise ValueError(
+            f"could not download the ImageNet weights of {backbone}, {file.name}, from {file.url} ({error}). "
+            f"Without internet: copy {file.name} from a machine with internet (where `severstal weights` "
+            f"downloads it into ~/.keras/{CACHE_SUBDIR}/) into {weights_cache_folder()}/ here, or set "
+            f"encoder_weights to the local file's path (e.g. --set seg.encoder_weights=/path/to/{file.name}), or to "
+            "none (random initial weights)") from None
+
+
+def encoder_weights_file(backbone: str, setting: str | None, fetcher: Fetcher | None = None) -> Path | None:
+    """The weights file the config's ``encoder_weights`` asks for: fetched (imagenet), given (a path) or None (none).
+
+    Args:
+        backbone: the encoder's backbone.
+        setting: ``imagenet``, ``none`` (or None) or the path of an HDF5 weights file.
+        fetcher: see :func:`fetch_imagenet_weights`.
+
+    Returns:
+        The file to load into the encoder by layer name, or None for random initial weights.
+    """
+    if setting is None or str(setting).lower() in ("none", "null", ""):
+        return None
+    if str(setting).lower() == "imagenet":
+        return fetch_imagenet_weights(backbone, fetcher)
+    path = Path(str(setting))
     if not path.is_file():
-        raise ValueError(f"encoder_weights {value!r} is neither 'imagenet', 'none' nor an existing weights file")
-    return None, path
+        raise ValueError(f"encoder_weights {setting!r} is neither 'imagenet', 'none' nor an existing weights file")
+    return path
 
 
 class ImageInput(keras.layers.Layer):
@@ -104,49 +202,92 @@ class CropToReference(keras.layers.Layer):
         return {**super().get_config(), "multiple": self.multiple}
 
 
-def _load_encoder_file(model: keras.Model, path: Path) -> None:
-    """Load an HDF5 weights file into ``model`` by layer name, skipping what does not fit."""
-    before = [w.copy() for w in model.get_weights()]
-    model.load_weights(str(path), by_name=True, skip_mismatch=True)
-    changed = sum(not np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
-    if changed == 0:
-        raise ValueError(f"no layer of {path} matched the encoder by name: is it a weights file for this backbone?")
+def _hdf5_names(group: h5py.Group, attribute: str) -> list[str]:
+    """A list of names Keras stores as an HDF5 attribute (split into ``name0``, ``name1``, ... when long)."""
+    chunks = [group.attrs[attribute]] if attribute in group.attrs else []
+    while f"{attribute}{len(chunks)}" in group.attrs:
+        chunks.append(group.attrs[f"{attribute}{len(chunks)}"])
+    return [name.decode() if isinstance(name, bytes) else str(name) for chunk in chunks for name in chunk]
 
 
-def _imagenet_guard(build):
-    """Run ``build``; turn a failed ImageNet download into a clear error."""
+def weights_file_layers(path: Path) -> dict[str, list[tuple[int, ...]]]:
+    """The layers with weights of a Keras HDF5 weights file, by name, with their weights' shapes.
+
+    Args:
+        path: a file in Keras' layer-by-layer HDF5 layout (``save_weights("x.h5")``, or a whole model's ``.h5``).
+
+    Returns:
+        ``{layer name: [shape of each weight]}`` in the file's order.
+    """
     try:
-        return build()
-    except OSError as error:  # urllib errors are OSErrors
-        raise ValueError(f"could not download ImageNet encoder weights ({error}); set encoder_weights to "
-                         "'none' or to a local weights file") from None
+        with h5py.File(path, "r") as file:
+            group = file["model_weights"] if "layer_names" not in file.attrs and "model_weights" in file else file
+            names = _hdf5_names(group, "layer_names")
+            if not names:
+                raise ValueError(f"{path} is not a Keras HDF5 weights file (it lists no layers)")
+            layers = {name: [tuple(group[name][weight].shape) for weight in _hdf5_names(group[name], "weight_names")]
+                      for name in names}
+    except OSError as error:
+        raise ValueError(f"{path} is not a readable HDF5 weights file ({error})") from None
+    return {name: shapes for name, shapes in layers.items() if shapes}
 
 
-def build_segmenter(section: SegmenterSection, num_classes: int = NUM_CLASSES) -> keras.Model:
+def _first(names, count: int = 3) -> str:
+    """Up to ``count`` names for a message, then ``...`` if there are more."""
+    names = list(names)
+    return ", ".join(names[:count]) + (", ..." if len(names) > count else "") if names else "none"
+
+
+def load_encoder_weights(model: keras.Model, path: Path) -> None:
+    """Load a Keras HDF5 weights file into the layers of ``model`` that have the same names (the encoder's).
+
+    Every layer of the file that has weights must find a layer of ``model`` with its name and weight
+    shapes, so a file of another backbone fails instead of loading in part. Layers of ``model`` that
+    the file lacks (a decoder, a head) keep their weights.
+
+    Args:
+        model: the segmentation-models network (the backbone's layers are its own) or the bare backbone.
+        path: the weights file: ImageNet's, or one given as ``encoder_weights``.
+    """
+    in_file = weights_file_layers(path)
+    in_model = {layer.name: [tuple(weight.shape) for weight in layer.trainable_weights + layer.non_trainable_weights]
+                for layer in model.layers if layer.weights}
+    unmatched = [name for name, shapes in in_file.items() if in_model.get(name) != shapes]
+    if len(unmatched) == len(in_file):
+        raise ValueError(f"no layer of {path} matched the encoder by name (the file's layers: {_first(in_file)}; the "
+                         f"encoder's: {_first(in_model)}): is it a weights file for this backbone?")
+    if unmatched:
+        raise ValueError(f"{len(unmatched)} of the {len(in_file)} layers with weights of {path} match no layer of the "
+                         f"encoder by name and shapes ({_first(unmatched, 5)}): it is the weights file of another "
+                         "backbone, or one with a classification top; use this backbone's no-top file")
+    model.load_weights(str(path), by_name=True)
+
+
+def build_segmenter(section: SegmenterSection, num_classes: int = NUM_CLASSES, *,
+                    fetcher: Fetcher | None = None) -> keras.Model:
     """A U-Net or FPN with one sigmoid output per class that accepts uint8 images of any size.
 
     Args:
         section: the config's ``seg`` section (architecture, encoder, encoder_weights, decoder_filters,
             pyramid_filters).
         num_classes: output channels.
+        fetcher: fetches ImageNet weights files (see :func:`fetch_imagenet_weights`); None: keras' cache.
 
     Returns:
         A model ``(batch, h, w, 3) uint8 -> (batch, h, w, num_classes) float32`` probabilities.
     """
     encoder = check_backbone(section.encoder)
-    weights, local_file = encoder_weights_setting(section.encoder_weights)
-    common = {"input_shape": (None, None, 3), "classes": num_classes, "activation": "linear",
-              "encoder_weights": weights}
-    if section.architecture == "unet":
-        filters = tuple(section.decoder_filters)
-        network = _imagenet_guard(lambda: sm.Unet(encoder, decoder_filters=filters, **common))
-    elif section.architecture == "fpn":
-        network = _imagenet_guard(lambda: sm.FPN(encoder, pyramid_block_filters=section.pyramid_filters, **common))
-    else:
+    if section.architecture not in ("unet", "fpn"):
         raise ValueError(f"seg.architecture must be 'unet' or 'fpn', got {section.architecture!r}")
+    weights_file = encoder_weights_file(encoder, section.encoder_weights, fetcher)
+    common = {"input_shape": (None, None, 3), "classes": num_classes, "activation": "linear", "encoder_weights": None}
+    if section.architecture == "unet":
+        network = sm.Unet(encoder, decoder_filters=tuple(section.decoder_filters), **common)
+    else:
+        network = sm.FPN(encoder, pyramid_block_filters=section.pyramid_filters, **common)
     network._name = "network"
-    if local_file is not None:
-        _load_encoder_file(network, local_file)
+    if weights_file is not None:
+        load_encoder_weights(network, weights_file)
     images = keras.Input((None, None, 3), dtype="uint8", name="image")
     x = ImageInput(encoder, name="normalise")(images)
     x = PadToMultiple(32, name="pad")(x)
@@ -155,7 +296,8 @@ def build_segmenter(section: SegmenterSection, num_classes: int = NUM_CLASSES) -
     return keras.Model(images, probabilities, name=f"{section.architecture}_{encoder}")
 
 
-def build_classifier(section: ClassifierSection, num_classes: int = NUM_CLASSES) -> keras.Model:
+def build_classifier(section: ClassifierSection, num_classes: int = NUM_CLASSES, *,
+                     fetcher: Fetcher | None = None) -> keras.Model:
     """A backbone, global pooling and a small dense head with sigmoid outputs.
 
     Args:
@@ -163,6 +305,7 @@ def build_classifier(section: ClassifierSection, num_classes: int = NUM_CLASSES)
             ``max`` (small defects are not averaged away) or ``avgmax`` (both, concatenated),
             dense_units, dropout).
         num_classes: outputs of a multilabel head.
+        fetcher: fetches ImageNet weights files (see :func:`fetch_imagenet_weights`); None: keras' cache.
 
     Returns:
         A model ``(batch, h, w, 3) uint8 -> (batch, num_classes)`` (head ``multilabel``) or
@@ -172,12 +315,12 @@ def build_classifier(section: ClassifierSection, num_classes: int = NUM_CLASSES)
     head = section.head
     if head not in ("multilabel", "binary"):
         raise ValueError(f"cls.head must be 'multilabel' or 'binary', got {head!r}")
-    weights, local_file = encoder_weights_setting(section.encoder_weights)
-    backbone = _imagenet_guard(lambda: sm.Backbones.get_backbone(
-        name, input_shape=(None, None, 3), weights=weights, include_top=False, **KERAS_MODULES))
+    weights_file = encoder_weights_file(name, section.encoder_weights, fetcher)
+    backbone = sm.Backbones.get_backbone(name, input_shape=(None, None, 3), weights=None, include_top=False,
+                                         **KERAS_MODULES)
     backbone._name = "backbone"
-    if local_file is not None:
-        _load_encoder_file(backbone, local_file)
+    if weights_file is not None:
+        load_encoder_weights(backbone, weights_file)
     images = keras.Input((None, None, 3), dtype="uint8", name="image")
     features = backbone(ImageInput(name, name="normalise")(images))
     pooling = section.pooling
@@ -211,7 +354,7 @@ def set_batchnorm_momentum(model: keras.Model, momentum: float) -> None:
 
 
 def build_model(kind: str, section: ClassifierSection | SegmenterSection, num_classes: int = NUM_CLASSES,
-                encoder_weights: bool = True) -> keras.Model:
+                encoder_weights: bool = True, *, fetcher: Fetcher | None = None) -> keras.Model:
     """``build_classifier`` for ``cls``, ``build_segmenter`` for ``seg``; ``bn_momentum`` applied if set.
 
     Args:
@@ -220,13 +363,14 @@ def build_model(kind: str, section: ClassifierSection | SegmenterSection, num_cl
         num_classes: the number of classes.
         encoder_weights: load the section's encoder weights; False builds the bare architecture
             (every weight then comes from a trained fold's file: nothing is downloaded).
+        fetcher: fetches ImageNet weights files (see :func:`fetch_imagenet_weights`); None: keras' cache.
     """
     if not encoder_weights:
         section = dataclasses.replace(section, encoder_weights="none")
     if kind == "cls":
-        model = build_classifier(section, num_classes)
+        model = build_classifier(section, num_classes, fetcher=fetcher)
     elif kind == "seg":
-        model = build_segmenter(section, num_classes)
+        model = build_segmenter(section, num_classes, fetcher=fetcher)
     else:
         raise ValueError(f"model kind must be 'cls' or 'seg', got {kind!r}")
     if section.bn_momentum is not None:

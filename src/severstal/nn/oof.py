@@ -28,6 +28,7 @@ from ..infra.oof_files import save_classifier_oof, save_segmentation_oof
 from ..infra.stamps import Stamp
 from .hardware import configure_hardware
 from .inference import load_fold_model, predict_images
+from .tfsetup import keras
 
 
 def compute_oof(config: Config, kind: str, fold: int, val_ids: list[str], lookup: dict[str, dict[int, str]],
@@ -50,6 +51,7 @@ def compute_oof(config: Config, kind: str, fold: int, val_ids: list[str], lookup
     fold_dir = paths.fold_dir(kind, fold)
     tta = list(config.inference.tta)
     configure_hardware(config.hardware)
+    precision = keras.mixed_precision.global_policy().name  # recorded: predict must compute in the same
     fold_model = load_fold_model(paths, kind, fold)
     batch_size = config.inference.batch_size
     images = [image_dir / name for name in val_ids]
@@ -57,7 +59,7 @@ def compute_oof(config: Config, kind: str, fold: int, val_ids: list[str], lookup
     progress = tqdm(batches, total=math.ceil(len(images) / batch_size), unit="batch",
                     desc=f"OOF {kind} fold {fold} ({len(images)} images, TTA {'+'.join(tta)})")
     pixel_thresholds, component_sizes = config.tune.pixel_thresholds, config.tune.min_component_sizes
-    metrics = {"kind": kind, "fold": fold, "images": len(val_ids), "stamp": stamp.to_dict()}
+    metrics = {"kind": kind, "fold": fold, "images": len(val_ids), "stamp": stamp.to_dict(), "precision": precision}
     if kind == "seg":
         statistics, dice = [], []
         for start, probabilities in progress:  # (batch, H, W, classes)
@@ -68,7 +70,8 @@ def compute_oof(config: Config, kind: str, fold: int, val_ids: list[str], lookup
                                                                component_sizes))
             dice.append(raw_dice(probabilities, truth))
         joined = oofstats.concatenate_statistics(statistics)
-        save_segmentation_oof(fold_dir / OOF, val_ids, fold, joined, pixel_thresholds, component_sizes, stamp)
+        save_segmentation_oof(fold_dir / OOF, val_ids, fold, joined, pixel_thresholds, component_sizes, stamp,
+                              precision)
         metrics |= segmentation_summary(np.concatenate(dice), joined["true_area"])
         shown = " ".join(f"{c}: {'n/a' if v is None else f'{v:.3f}'}"
                          for c, v in metrics["dice_on_images_with_class"].items())
@@ -77,7 +80,7 @@ def compute_oof(config: Config, kind: str, fold: int, val_ids: list[str], lookup
     else:
         probabilities = np.concatenate([p for _, p in progress]) if val_ids else np.zeros((0, NUM_CLASSES))
         truth = np.array([[c in lookup.get(i, {}) for c in CLASS_IDS] for i in val_ids], dtype=np.float32)
-        save_classifier_oof(fold_dir / OOF, val_ids, fold, probabilities, stamp)
+        save_classifier_oof(fold_dir / OOF, val_ids, fold, probabilities, stamp, precision)
         summary = classification_summary(probabilities, truth.reshape(-1, NUM_CLASSES))
         metrics["at_0.5"] = summary
         groups = classification_groups(probabilities.shape[1])

@@ -8,6 +8,7 @@ to train into and holds the fold's lock.
 
 from __future__ import annotations
 
+import gc
 import json
 import shutil
 import sys
@@ -20,7 +21,7 @@ from ..infra.config import Config
 from ..infra.errors import UserError
 from ..infra.figures import save_figure, training_curves
 from ..infra.files import write_atomically
-from ..infra.schema import ClassifierSection, SegmenterSection
+from ..infra.schema import ClassifierSection, SegmenterSection, TuneSection
 from ..infra.stamps import Stamp, write_stamp
 from .callbacks import (
     PauseForTests,
@@ -31,7 +32,7 @@ from .callbacks import (
     save_weights_atomically,
     saved_epoch_count,
 )
-from .hardware import configure_hardware
+from .hardware import configure_hardware, device_line
 from .losses import classifier_metrics, segmentation_loss, segmenter_metrics
 from .models import build_model
 from .pipeline import input_spec, make_samples, training_dataset, validation_dataset
@@ -40,12 +41,18 @@ from .tfsetup import keras, tf
 
 
 def compile_model(model: keras.Model, kind: str, section: ClassifierSection | SegmenterSection, steps_per_epoch: int,
-                  jit_compile: bool = False, num_classes: int = NUM_CLASSES) -> keras.Model:
-    """Compile with Adam, the section's schedule, its loss and the metrics of its kind."""
+                  grid: TuneSection, jit_compile: bool = False, num_classes: int = NUM_CLASSES) -> keras.Model:
+    """Compile with Adam, the section's schedule, its loss and the metrics of its kind.
+
+    Args:
+        grid: the ``tune`` section: the segmenter's ``tuned_dice`` searches its pixel thresholds and
+            minimum areas (full-size pixels, converted with the section's ``scale``).
+    """
     optimizer = keras.optimizers.Adam(learning_rate_schedule(section, steps_per_epoch))
     if kind == "seg":
-        loss = segmentation_loss(section.loss, section.pos_weight, section.focal_gamma)
-        metrics = segmenter_metrics(num_classes)
+        loss = segmentation_loss(section.loss, section.pos_weight, section.bce_weight, section.dice_weight,
+                                 section.focal_gamma)
+        metrics = segmenter_metrics(num_classes, grid.pixel_thresholds, grid.min_areas, 1.0 / section.scale ** 2)
     else:
         loss, metrics = keras.losses.BinaryCrossentropy(name="bce"), classifier_metrics()
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=bool(jit_compile))
@@ -58,6 +65,18 @@ def monitor_of(section: ClassifierSection | SegmenterSection) -> tuple[str, str]
     Losses are minimised, everything else maximised.
     """
     return section.monitor, "min" if section.monitor.endswith("loss") else "max"
+
+
+def early_stopping_patience(section: ClassifierSection | SegmenterSection) -> int | None:
+    """The section's patience with a constant schedule; None (never stop early) with a cosine schedule,
+    whose best epochs come in its annealed end."""
+    return section.early_stopping_patience if section.schedule == "constant" else None
+
+
+def release_memory() -> None:
+    """Free the previous fold's models, graphs and datasets before the next fold is built."""
+    keras.backend.clear_session()
+    gc.collect()
 
 
 def train_fold(config: Config, kind: str, fold: int, fold_dir: Path, train_ids: list[str], val_ids: list[str],
@@ -104,9 +123,9 @@ def train_fold(config: Config, kind: str, fold: int, fold_dir: Path, train_ids: 
             model = build_model(kind, section)
         except ValueError as error:  # e.g. ImageNet weights that cannot be downloaded, a foreign weights file
             raise UserError(f"{kind}: {error}") from None
-        compile_model(model, kind, section, steps, jit_compile=config.hardware.xla)
+        compile_model(model, kind, section, steps, config.tune, jit_compile=config.hardware.xla)
     monitor, mode = monitor_of(section)
-    patience = section.early_stopping_patience
+    patience = early_stopping_patience(section)
     fold_dir.mkdir(parents=True, exist_ok=True)
     write_atomically(fold_dir / CONFIG_FILE, config.to_yaml())
     write_stamp(fold_dir / STAMP_FILE, stamp)
@@ -139,7 +158,7 @@ def train_fold(config: Config, kind: str, fold: int, fold_dir: Path, train_ids: 
         "stopped_early": len(history) < epochs, "monitor": monitor, "best_epoch": record.state.best_epoch,
         "best_value": record.state.best_value, "seconds_this_run": round(time.monotonic() - started, 1),
         "training_images": len(train_samples), "validation_images": len(val_ids), "batch_size": batch_size,
-        "seed": seed,
+        "seed": seed, "devices": device_line(config.hardware),
     }
     write_atomically(fold_dir / FINISHED, json.dumps(summary, indent=2) + "\n")
     shutil.rmtree(fold_dir / BACKUP_DIR, ignore_errors=True)

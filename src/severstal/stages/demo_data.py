@@ -21,8 +21,9 @@ import pandas as pd
 from tqdm import tqdm
 
 from ..core import synthetic
-from ..core.constants import LONG_COLUMNS, NUM_PIXELS, SUBMISSION_COLUMNS
+from ..core.constants import LONG_COLUMNS
 from ..core.rle import encode
+from ..core.submission import sample_submission
 from ..infra import locks
 from ..infra.artifacts import (
     LOCKS,
@@ -35,6 +36,7 @@ from ..infra.artifacts import (
 )
 from ..infra.commands import add_config_arguments, config_from_args, run_main
 from ..infra.errors import UserError
+from ..infra.files import read_marker
 
 MARKER = ".demo.json"
 GENERATOR = "severstal demo-data"
@@ -58,15 +60,6 @@ def build_parser() -> argparse.ArgumentParser:
 def demo_settings(config) -> dict:
     """``{"train", "test", "seed"}`` of the demo set (the config's ``demo`` section, options applied)."""
     return {"train": config.demo.train, "test": config.demo.test, "seed": config.demo.seed}
-
-
-def read_marker(directory: Path) -> dict | None:
-    """The demo set's record in ``directory``, or None when there is none (or it is not ours)."""
-    try:
-        marker = json.loads((directory / MARKER).read_text())
-    except (OSError, ValueError):
-        return None
-    return marker if isinstance(marker, dict) and marker.get("generator") == GENERATOR else None
 
 
 def is_complete(directory: Path, marker: dict) -> bool:
@@ -97,9 +90,8 @@ def write_demo_set(directory: Path, settings: dict) -> None:
                 progress.update()
             labels = pd.DataFrame(sorted(rows), columns=list(LONG_COLUMNS))
             labels.to_csv(directory / LABEL_FILES[split], index=False, lineterminator="\n")
-    submission = pd.DataFrame({"ImageId": [spec.image_id for spec in plan["test"]],
-                               "EncodedPixels": f"1 {NUM_PIXELS}", "ClassId": 0})
-    submission[list(SUBMISSION_COLUMNS)].to_csv(directory / SAMPLE_SUBMISSION, index=False, lineterminator="\n")
+    sample_submission([spec.image_id for spec in plan["test"]]).to_csv(directory / SAMPLE_SUBMISSION, index=False,
+                                                                        lineterminator="\n")
     marker = {"generator": GENERATOR, "version": VERSION, **settings}
     (directory / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
 
@@ -116,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     wanted = {"generator": GENERATOR, "version": VERSION, **settings}
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} is a file, not a directory: choose another --out")
-    existing = read_marker(out) if out.is_dir() else None
+    existing = read_marker(out / MARKER, GENERATOR) if out.is_dir() else None
     if existing is not None and not is_complete(out, existing):
         existing = None
     if existing == wanted:

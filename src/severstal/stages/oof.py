@@ -2,7 +2,10 @@
 
 ``train`` runs this at the end of every fold; run it alone after changing ``inference.tta`` or the
 ``tune`` grid. Statistics made with the same TTA and grid from the same weights are kept (``--force``
-recomputes them). Each fold is locked while its statistics are written.
+recomputes them). Each fold is locked while its statistics are written. The statistics are made with
+the TTA and precision ``predict`` uses (``hardware.mixed_precision``; the precision is recorded, and
+``predict`` refuses thresholds tuned on another). With ``hardware.require_gpu`` and no GPU, it stops
+before anything is read or written.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import sys
 from ..infra import locks
 from ..infra.artifacts import LOCKS, OOF, FoldState, Paths, fold_label, fold_status, oof_stamp
 from ..infra.commands import add_config_arguments, config_from_args, run_main
-from ..infra.data import TrainingImages, chosen_folds
+from ..infra.data import TrainingImages, chosen_folds, training_labels
 from ..infra.errors import UserError
 from ..infra.oof_files import read_oof_stamp
 from ..infra.stamps import Action, decide
@@ -34,7 +37,13 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     paths = Paths(config)
     kind = args.model
+    training_labels(paths)
+    if config.hardware.require_gpu:  # stop before the folds are read or anything is written when there is no GPU
+        from ..nn.hardware import announce_devices
+
+        announce_devices(config.hardware)
     images = TrainingImages(paths, (config.data.height, config.data.width), args.skip_bad)
+    computed = 0
     for fold in chosen_folds(args.fold, images.folds):
         label = fold_label(kind, fold, config.experiment_name)
         with locks.hold(paths.models / LOCKS, f"{kind}-fold{fold}", label):
@@ -49,9 +58,16 @@ def run(args: argparse.Namespace) -> int:
                 continue
             if decision.note:
                 print(decision.note, flush=True)
+            from ..nn.hardware import announce_devices
             from ..nn.oof import compute_oof
+            from ..nn.training import release_memory
 
+            if computed:
+                release_memory()  # the previous fold's model
+            elif not config.hardware.require_gpu:
+                announce_devices(config.hardware)
             compute_oof(config, kind, fold, images.split(fold)[1], images.lookup, paths.train_images, stamp)
+            computed += 1
     return 0
 
 

@@ -4,7 +4,8 @@ For each image the probabilities of every selected fold's segmenter (and classif
 tuned thresholds gate on it) are averaged (arithmetic mean over folds and flips), then the tuned
 post-processing of ``models/<experiment>/thresholds.json`` is applied. The thresholds must have
 been tuned on the OOF statistics of the very weights used (``--folds`` may choose a subset of the
-tuned folds); otherwise predict names the fold and what to re-run. Images stream through in
+tuned folds), predicted with the same flips and precision; otherwise predict names what differs
+and what to re-run. Images stream through in
 batches, so memory does not grow with their number. The file is written atomically and checked
 with the submission validator before it replaces the old one; a sidecar ``*.meta.json`` records
 what it was made from, so an up-to-date submission is not made twice (``--force`` redoes it).
@@ -54,6 +55,7 @@ from ..infra.artifacts import (
     PREDICT_KEYS,
     Ensemble,
     Paths,
+    check_predicted_like,
     ensemble_folds,
     read_thresholds,
     sidecar_path,
@@ -196,6 +198,10 @@ def run(args: argparse.Namespace) -> int:
                             "Replace them, or pass --skip-bad to predict them as empty (every image keeps its rows).")
         for name, reason in sorted(bad.items()):
             print(f"warning: {name} cannot be used ({reason}): predicted empty (--skip-bad)", file=sys.stderr)
+        from ..nn.hardware import announce_devices, precision_name
+
+        announce_devices(config.hardware)  # stops here when a required GPU is missing: nothing written yet
+        check_predicted_like(document, paths, config.inference.tta, precision_name(config.hardware))
         truth = test_truth(paths, images_dir)
 
         sidecar_path(target).unlink(missing_ok=True)

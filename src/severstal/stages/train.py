@@ -10,7 +10,10 @@ A finished fold made with the same config from the same folds and labels is skip
 the old folder only once it has finished: a failed retrain leaves the old fold in the ensemble, and
 the same command resumes it. A fold made with another config stops with the differences unless
 ``--force``. Each fold is locked while it trains, so two runs never write one fold; different folds
-train in parallel. TensorFlow is imported only once a fold really has to be trained.
+train in parallel. TensorFlow is imported only once a fold really has to be trained, or at once
+when the config requires a GPU (``hardware.require_gpu``): without one, train stops before it reads
+the folds or writes anything. Before its first fold's work, a run names the devices and precision
+(also recorded in ``training.json``); between folds it releases the previous fold's models.
 """
 
 from __future__ import annotations
@@ -35,21 +38,35 @@ from ..infra.artifacts import (
 )
 from ..infra.commands import add_config_arguments, config_from_args, run_main
 from ..infra.config import Config
-from ..infra.data import TrainingImages, chosen_folds
+from ..infra.data import TrainingImages, chosen_folds, training_labels
 from ..infra.errors import ConfigError, format_problems
 from ..infra.oof_files import read_oof_stamp
-from ..infra.schema import check_against_data
+from ..infra.schema import check_against_data, ineffective_keys
 from ..infra.stamps import Action, decide, different_config_message
 
 
-def check_before_training(config: Config, kind: str) -> None:
-    """The checks that need the data but not TensorFlow: per-class keys and a local encoder weights file."""
+def check_before_training(config: Config, paths: Paths, kind: str) -> None:
+    """The checks that need the data but not TensorFlow: the training labels, per-class keys, a local
+    encoder weights file; then the keys that have no effect given the others are listed."""
+    training_labels(paths)
     problems = check_against_data(config, NUM_CLASSES, kind)
     weights = config.model(kind).encoder_weights
     if weights not in ("imagenet", "none") and not Path(weights).is_file():
         problems.append(f"{kind}.encoder_weights: {weights} is neither imagenet, none nor an existing weights file")
     if problems:
         raise ConfigError(f"{config.source}: the config does not fit this data set:\n{format_problems(problems)}")
+    for note in ineffective_keys(config, kind):
+        print(f"note: {note}")
+
+
+def oof_current(config: Config, paths: Paths, kind: str, fold: int) -> bool:
+    """Whether the fold's OOF statistics were made from its current weights with this config."""
+    remedy = (f"Recompute them with `severstal oof --model {kind} --fold {fold} --force` (same --config and --set "
+              "options)")
+    saved = read_oof_stamp(paths.fold_dir(kind, fold) / OOF)
+    label = fold_label(kind, fold, config.experiment_name)
+    return decide(f"{label}: its OOF statistics", saved, oof_stamp(config, paths, kind, fold), False,
+                  remedy).action is Action.SKIP
 
 
 def plan_fold(config: Config, paths: Paths, kind: str, fold: int, force: bool):
@@ -103,26 +120,31 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     paths = Paths(config)
     kind = args.model
+    check_before_training(config, paths, kind)
+    if config.hardware.require_gpu:  # stop before anything is read further or written when there is no GPU
+        from ..nn.hardware import announce_devices
+
+        announce_devices(config.hardware)
     images = TrainingImages(paths, (config.data.height, config.data.width), args.skip_bad)
-    chosen = chosen_folds(args.fold, images.folds)
-    check_before_training(config, kind)
-    for fold in chosen:
+    worked = 0  # folds trained or given OOF statistics in this run
+    for fold in chosen_folds(args.fold, images.folds):
         label = fold_label(kind, fold, config.experiment_name)
         with locks.hold(paths.models / LOCKS, f"{kind}-fold{fold}", label):
             target, stamp = plan_fold(config, paths, kind, fold, args.force)
-            if target is None:
-                oof = oof_stamp(config, paths, kind, fold)
-                remedy = (f"Recompute them with `severstal oof --model {kind} --fold {fold} --force` (same --config "
-                          "and --set options)")
-                saved = read_oof_stamp(paths.fold_dir(kind, fold) / OOF)
-                if decide(f"{label}: its OOF statistics", saved, oof, False, remedy).action is Action.SKIP:
-                    print(f"{label}: already trained with this config in {paths.fold_dir(kind, fold)}; skipped "
-                          "(--force retrains it)")
-                    continue
+            if target is None and oof_current(config, paths, kind, fold):
+                print(f"{label}: already trained with this config in {paths.fold_dir(kind, fold)}; skipped "
+                      "(--force retrains it)")
+                continue
             train_ids, val_ids = images.split(fold)
+            from ..nn.hardware import announce_devices
             from ..nn.oof import compute_oof
-            from ..nn.training import train_fold
+            from ..nn.training import release_memory, train_fold
 
+            if worked:
+                release_memory()  # the previous fold's model and datasets
+            elif not config.hardware.require_gpu:
+                announce_devices(config.hardware)
+            worked += 1
             if target is not None:
                 train_fold(config, kind, fold, target, train_ids, val_ids, images.lookup, paths.train_images, stamp)
                 if target != paths.fold_dir(kind, fold):

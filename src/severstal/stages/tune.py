@@ -53,13 +53,24 @@ def find_inputs(config: Config, paths: Paths) -> dict[str, dict[int, Path]]:
     return found
 
 
-def load_statistics(inputs: dict[str, dict[int, Path]], grid: SearchGrid) -> tuple[OOFStatistics, dict]:
-    """Read and join every fold's files, checked against their fold number and the grid.
+def predictions_of(part: dict, path: Path, recompute: str) -> dict:
+    """``{"tta": [...], "precision": ...}``: how an OOF file's predictions were made (UserError when unknown)."""
+    tta = part["stamp"].config.get("inference.tta") if part["stamp"] else None
+    if tta is None or part["precision"] is None:
+        raise UserError(f"{path} does not record the flips and precision its predictions were made with (it predates "
+                        f"them): {recompute}")
+    return {"tta": list(tta), "precision": part["precision"]}
+
+
+def load_statistics(inputs: dict[str, dict[int, Path]], grid: SearchGrid) -> tuple[OOFStatistics, dict, dict]:
+    """Read and join every fold's files, checked against their fold number, the grid and each other's
+    flips and precision.
 
     Returns:
-        ``(statistics, {kind: {fold: weights fingerprint}})``.
+        ``(statistics, {kind: {fold: weights fingerprint}}, tuned_on)``: ``tuned_on`` is
+        ``{"tta": [...], "precision": ...}`` of every file, which predict must use too.
     """
-    parts, weights = {}, {}
+    parts, weights, made = {}, {}, {}
     for kind, files in inputs.items():
         parts[kind], weights[kind] = [], {}
         for fold, path in files.items():
@@ -78,8 +89,17 @@ def load_statistics(inputs: dict[str, dict[int, Path]], grid: SearchGrid) -> tup
                     "grid")
             parts[kind].append(part)
             weights[kind][fold] = (part["stamp"].inputs.get("weights") if part["stamp"] else None) or "unknown"
+            made[path] = predictions_of(part, path, recompute)
+    first_path, tuned_on = next(iter(made.items()))
+    for path, predictions in made.items():
+        if predictions != tuned_on:
+            raise UserError(f"{path} was predicted with flips {','.join(predictions['tta'])} in "
+                            f"{predictions['precision']}, {first_path} with flips {','.join(tuned_on['tta'])} in "
+                            f"{tuned_on['precision']}: thresholds must be tuned on predictions made one way. Recompute "
+                            "them all with the same config on one kind of machine: `severstal oof --model seg --fold "
+                            "all --force` and `severstal oof --model cls --fold all --force`")
     try:
-        return combine_folds(parts["seg"], parts.get("cls")), weights
+        return combine_folds(parts["seg"], parts.get("cls")), weights, tuned_on
     except ValueError as error:
         raise UserError(f"the out-of-fold statistics do not fit together: {error}. Recompute them with "
                         "`severstal oof ... --force` after checking that every fold used the same folds file.") \
@@ -92,28 +112,38 @@ def previous_stamp(path: Path) -> Stamp | None:
         saved = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict) or "classes" not in saved:
+    if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict) or "classes" not in saved or (
+            "tuned_on" not in saved):  # made before the flips and precision were recorded: tune again
         return None
     return Stamp(TUNE_KEYS, select(saved["config"], TUNE_KEYS), dict(saved.get("inputs") or {}))
 
 
 def report(result: SearchResult) -> str:
-    """The per-class table and the final ``cv_mean_dice`` line."""
+    """The per-class table (with what the classifier gate gains on held-out folds and whether it was
+    adopted; ``-`` without a classifier or held-out check) and the final ``cv_mean_dice`` line."""
     header = (f"{'class':<6}{'positives':>10}{'classifier':>11}{'pixel':>7}{'component':>10}{'min_area':>9}"
-              f"{'tuned':>10}{'default':>10}{'held-out':>10}")
+              f"{'tuned':>10}{'default':>10}{'held-out':>10}  gate+")
     lines = [header]
-    heldout = result.heldout_per_class
+    heldout, gain = result.heldout_per_class, result.gate_heldout_gain
     for channel, setting in enumerate(result.thresholds):
         held = "-" if heldout is None else f"{heldout[channel]:.6f}"
+        gate = "-" if gain is None else (f"{gain[channel]:+.6f} "
+                                         f"{'adopted' if result.gate_adopted[channel] else 'not adopted'}")
         lines.append(f"{channel + 1:<6}{result.positives[channel]:>10}{setting.classifier_threshold:>11.2f}"
                      f"{setting.pixel_threshold:>7.2f}{setting.min_component_size:>10}{setting.min_area:>9}"
-                     f"{result.tuned_per_class[channel]:>10.6f}{result.default_per_class[channel]:>10.6f}{held:>10}")
+                     f"{result.tuned_per_class[channel]:>10.6f}{result.default_per_class[channel]:>10.6f}{held:>10}"
+                     f"  {gate}")
     held = "-" if result.heldout_mean is None else f"{result.heldout_mean:.6f}"
     lines.append(f"{'mean':<6}{result.positives.sum():>10}{'':>37}{result.tuned_mean:>10.6f}"
                  f"{result.default_mean:>10.6f}{held:>10}")
     if result.heldout_per_fold:
         folds = ", ".join(f"fold {fold} {value:.6f}" for fold, value in result.heldout_per_fold.items())
         lines.append(f"held-out (each fold scored with thresholds tuned on the other folds): {folds}")
+    if gain is not None:
+        lines.append("gate+: held-out Dice with the classifier gate minus without it; the gate is adopted only "
+                     "where it is higher")
+    elif result.gated:
+        lines.append("gate+: one fold, no held-out check: no classifier gate adopted")
     lines.append(f"cv_mean_dice {result.tuned_mean:.6f}")
     return "\n".join(lines)
 
@@ -155,15 +185,16 @@ def run(args: argparse.Namespace) -> int:
             return 0
         if decision.note:
             print(decision.note)
-        stats, weights = load_statistics(inputs, grid)
+        stats, weights, tuned_on = load_statistics(inputs, grid)
         if "cls" not in inputs:
             print(f"no classifier out-of-fold statistics ({paths.model_dir('cls')}/fold*/oof.npz): "
                   "tuning without a classifier gate")
         print(f"tuning on {stats.count} images from {len(inputs['seg'])} folds, grid {grid.shape} "
-              "(pixel thresholds x component sizes x minimum areas x classifier thresholds)")
+              "(pixel thresholds x component sizes x minimum areas x classifier thresholds); predicted with flips "
+              f"{','.join(tuned_on['tta'])} in {tuned_on['precision']}, as predict must")
         result = search_thresholds(stats, grid)
         document = thresholds_document(result, config.experiment_name, config.raw, len(inputs["seg"]), fingerprints,
-                                       weights, datetime.now(UTC).isoformat(timespec="seconds"))
+                                       weights, datetime.now(UTC).isoformat(timespec="seconds"), tuned_on)
         write_json(paths.thresholds, document)
         draw_heatmaps(result, paths)
     print(f"wrote {paths.thresholds} and heatmaps {paths.reports}/thresholds_class[1-{len(result.thresholds)}].png")
