@@ -53,7 +53,7 @@ real_dir="data/severstal-steel-defect-detection"
 if [ "$mode" = auto ]; then
     if [ -f "$real_dir/train.csv" ] && [ -d "$real_dir/train_images" ]; then
         mode=real
-    elif "${SEVERSTAL[@]}" download --credentials-only >/dev/null 2>&1; then
+    elif [ -z "$smoke" ] && "${SEVERSTAL[@]}" download --credentials-only >/dev/null 2>&1; then  # a smoke run downloads only with --kaggle
         mode=kaggle
     else
         mode=demo

@@ -243,6 +243,13 @@ def test_a_required_gpu_stops_training_before_it_reads_the_folds_or_writes(tiny_
     assert not models.exists()
 
 
+def test_a_required_gpu_stops_oof_before_it_reads_the_folds(tiny_run, tmp_path, capsys):  # noqa: F811
+    arguments = tiny_run.arguments() + ["--set", "hardware.require_gpu=true",
+                                        "--set", f"data.folds_file={tmp_path / 'no-folds-yet.csv'}"]
+    assert oof.main(["--model", "seg", "--fold", "0", "--force", *arguments]) == 1
+    assert "no GPU is visible to TensorFlow" in capsys.readouterr().err
+
+
 def test_default_recipe_without_a_visible_gpu_stops_within_seconds(tiny_run, tmp_path):  # noqa: F811
     """The issue's check: CUDA_VISIBLE_DEVICES= severstal train --model seg --fold 0 --config configs/default.yaml."""
     environment = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
