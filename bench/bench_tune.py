@@ -21,11 +21,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import yaml
 
 from severstal.core.constants import HEIGHT, WIDTH
 from severstal.core.oofstats import STATISTIC_KEYS, OOFStatistics, combine_folds, segmentation_statistics
 from severstal.core.thresholds import SearchGrid, search_thresholds
+from severstal.infra.config import load_config
 from severstal.infra.oof_files import (
     load_classifier_oof,
     load_segmentation_oof,
@@ -110,8 +110,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--map-images", type=int, default=8, help="images for the statistics timing")
     args = parser.parse_args(argv)
-    tune = yaml.safe_load(Path("configs/default.yaml").read_text())["tune"]
-    grid = SearchGrid.from_dict(tune)
+    grid = SearchGrid.from_dict(load_config("configs/default.yaml").raw["tune"])
     rng = np.random.default_rng(0)
     stats = synthetic_statistics(args.images, args.folds, grid, rng)
     print(f"grid {grid.shape} (pixel thresholds, component sizes, min areas, classifier thresholds), "

@@ -19,3 +19,10 @@ def test_benchmark_script_starts(script):
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "usage:" in result.stdout
+
+
+def test_the_threshold_benchmark_runs_at_a_small_scale():
+    result = subprocess.run([sys.executable, "bench/bench_tune.py", "--images", "300", "--folds", "2", "--repeat", "1",
+                             "--map-images", "1"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "300 images, 2 folds" in result.stdout and "held-out" in result.stdout
