@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -80,6 +81,19 @@ def test_finished_fold_is_skipped(tiny_run, capsys):  # noqa: F811
     assert train.main(["--model", "seg", "--fold", "0", *tiny_run.arguments()]) == 0
     assert "already trained with this config" in capsys.readouterr().out
     assert (fold_dir / BEST_WEIGHTS).stat().st_mtime_ns == before
+
+
+def test_a_trained_fold_without_current_statistics_gets_them_without_training(tiny_run, tmp_path, capsys):  # noqa: F811
+    models = tmp_path / "models"
+    shutil.copytree(tiny_run.models_dir, models)
+    (tiny_run.fold_dir("seg", models_dir=models) / "oof.npz").unlink()
+    before = (tiny_run.fold_dir("seg", models_dir=models) / BEST_WEIGHTS).read_bytes()
+    assert train.main(["--model", "seg", "--fold", "0", *tiny_run.arguments(models)]) == 0
+    assert "trained; computing its out-of-fold statistics" in capsys.readouterr().out
+    assert (tiny_run.fold_dir("seg", models_dir=models) / "oof.npz").is_file()
+    assert (tiny_run.fold_dir("seg", models_dir=models) / BEST_WEIGHTS).read_bytes() == before
+    assert train.main(["--model", "seg", "--fold", "0", *tiny_run.arguments(models)]) == 0
+    assert "skipped" in capsys.readouterr().out
 
 
 def test_changed_config_stops_without_force(tiny_run, capsys):  # noqa: F811

@@ -150,10 +150,10 @@ def run(args: argparse.Namespace) -> int:
                 if target != paths.fold_dir(kind, fold):
                     replace_folder(target, paths.fold_dir(kind, fold))
                     print(f"{label}: the retrained fold replaced the old one in {paths.fold_dir(kind, fold)}")
-                oof = oof_stamp(config, paths, kind, fold)  # of the new weights
             else:
                 print(f"{label}: trained; computing its out-of-fold statistics", flush=True)
-            compute_oof(config, kind, fold, val_ids, images.lookup, paths.train_images, oof)
+            compute_oof(config, kind, fold, val_ids, images.lookup, paths.train_images,
+                        oof_stamp(config, paths, kind, fold))  # of the weights now in the fold
     return 0
 
 
