@@ -32,11 +32,6 @@ def training_labels(paths: Paths) -> pd.DataFrame:
     return read_labels(paths.train_labels, "training labels")
 
 
-def training_lookup(paths: Paths) -> dict[str, dict[int, str]]:
-    """``{ImageId: {ClassId: rle}}`` of the training masks."""
-    return rle_lookup(training_labels(paths))
-
-
 def training_set(paths: Paths) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The training labels and class presence of the images in ``train_images/`` (listed, not opened).
 
@@ -133,12 +128,29 @@ class TrainingImages:
 
     def __init__(self, paths: Paths, shape: tuple[int, int], skip_bad: bool):
         self.paths, self.shape, self.skip_bad = paths, shape, skip_bad
-        self.folds = read_folds(paths)
+
+    @functools.cached_property
+    def labels(self) -> pd.DataFrame:
+        """``train.csv`` in the normal form (a UserError when it is missing or malformed)."""
+        return training_labels(self.paths)
+
+    def check_labels(self) -> int:
+        """Read and check ``train.csv`` now, before anything slower runs (it is kept for the masks).
+
+        Returns:
+            Its number of mask rows.
+        """
+        return len(self.labels)
+
+    @functools.cached_property
+    def folds(self) -> pd.DataFrame:
+        """The folds file (a UserError when it is missing or malformed)."""
+        return read_folds(self.paths)
 
     @functools.cached_property
     def lookup(self) -> dict[str, dict[int, str]]:
         """``{ImageId: {ClassId: rle}}`` of the training masks."""
-        return training_lookup(self.paths)
+        return rle_lookup(self.labels)
 
     @functools.cached_property
     def excluded(self) -> set[str]:

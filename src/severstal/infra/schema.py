@@ -18,6 +18,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..core.ensemble import FLIPS
@@ -649,6 +650,14 @@ def check_against_data(sections: Sections, num_classes: int, kind: str) -> list[
             problems.append(f"seg.monitor: {seg.monitor} names a class the data set does not have "
                             f"(classes 1..{num_classes})")
     return problems
+
+
+def encoder_weights_problem(sections: Sections, kind: str) -> str | None:
+    """The problem of ``<kind>.encoder_weights`` when it names a file that does not exist; None otherwise."""
+    setting = getattr(sections, kind).encoder_weights
+    if setting in ("imagenet", "none") or Path(setting).is_file():
+        return None
+    return f"{kind}.encoder_weights: {setting} is neither imagenet, none nor an existing weights file"
 
 
 def ineffective_keys(sections: Sections, kind: str) -> list[str]:

@@ -16,7 +16,7 @@ import sys
 from ..infra import locks
 from ..infra.artifacts import LOCKS, OOF, FoldState, Paths, fold_label, fold_status, oof_stamp
 from ..infra.commands import add_config_arguments, config_from_args, run_main
-from ..infra.data import TrainingImages, chosen_folds, training_labels
+from ..infra.data import TrainingImages, chosen_folds
 from ..infra.errors import UserError
 from ..infra.oof_files import read_oof_stamp
 from ..infra.stamps import Action, decide
@@ -37,12 +37,12 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     paths = Paths(config)
     kind = args.model
-    training_labels(paths)
+    images = TrainingImages(paths, (config.data.height, config.data.width), args.skip_bad)
+    images.check_labels()
     if config.hardware.require_gpu:  # stop before the folds are read or anything is written when there is no GPU
         from ..nn.hardware import announce_devices
 
         announce_devices(config.hardware)
-    images = TrainingImages(paths, (config.data.height, config.data.width), args.skip_bad)
     computed = 0
     for fold in chosen_folds(args.fold, images.folds):
         label = fold_label(kind, fold, config.experiment_name)

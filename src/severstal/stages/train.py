@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-from pathlib import Path
 
 from ..core.constants import NUM_CLASSES
 from ..infra import locks
@@ -38,21 +37,19 @@ from ..infra.artifacts import (
 )
 from ..infra.commands import add_config_arguments, config_from_args, run_main
 from ..infra.config import Config
-from ..infra.data import TrainingImages, chosen_folds, training_labels
+from ..infra.data import TrainingImages, chosen_folds
 from ..infra.errors import ConfigError, format_problems
 from ..infra.oof_files import read_oof_stamp
-from ..infra.schema import check_against_data, ineffective_keys
+from ..infra.schema import check_against_data, encoder_weights_problem, ineffective_keys
 from ..infra.stamps import Action, decide, different_config_message
 
 
-def check_before_training(config: Config, paths: Paths, kind: str) -> None:
+def check_before_training(config: Config, images: TrainingImages, kind: str) -> None:
     """The checks that need the data but not TensorFlow: the training labels, per-class keys, a local
     encoder weights file; then the keys that have no effect given the others are listed."""
-    training_labels(paths)
+    images.check_labels()
     problems = check_against_data(config, NUM_CLASSES, kind)
-    weights = config.model(kind).encoder_weights
-    if weights not in ("imagenet", "none") and not Path(weights).is_file():
-        problems.append(f"{kind}.encoder_weights: {weights} is neither imagenet, none nor an existing weights file")
+    problems += [problem for problem in [encoder_weights_problem(config, kind)] if problem]
     if problems:
         raise ConfigError(f"{config.source}: the config does not fit this data set:\n{format_problems(problems)}")
     for note in ineffective_keys(config, kind):
@@ -120,12 +117,12 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     paths = Paths(config)
     kind = args.model
-    check_before_training(config, paths, kind)
-    if config.hardware.require_gpu:  # stop before anything is read further or written when there is no GPU
+    images = TrainingImages(paths, (config.data.height, config.data.width), args.skip_bad)
+    check_before_training(config, images, kind)
+    if config.hardware.require_gpu:  # stop before the folds are read or anything is written when there is no GPU
         from ..nn.hardware import announce_devices
 
         announce_devices(config.hardware)
-    images = TrainingImages(paths, (config.data.height, config.data.width), args.skip_bad)
     worked = 0  # folds trained or given OOF statistics in this run
     for fold in chosen_folds(args.fold, images.folds):
         label = fold_label(kind, fold, config.experiment_name)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..infra.commands import add_config_arguments, config_from_args, run_main
 from ..infra.errors import UserError
+from ..infra.schema import encoder_weights_problem
 
 KINDS = ("cls", "seg")
 
@@ -37,14 +38,15 @@ def run(args: argparse.Namespace) -> int:
         section = config.model(kind)
         key = f"{kind}.encoder_weights"
         setting = section.encoder_weights
-        if setting == "none":
+        problem = encoder_weights_problem(config, kind)
+        if problem:
+            problems.append(problem)
+        elif setting == "none":
             print(f"{key}: none: nothing is needed (random initial weights)")
         elif setting == "imagenet":
             imagenet.setdefault(section.backbone if kind == "cls" else section.encoder, []).append(key)
-        elif Path(setting).is_file():
-            print(f"{key}: {setting}, {Path(setting).stat().st_size:,} bytes")
         else:
-            problems.append(f"{key}: {setting} is neither imagenet, none nor an existing weights file")
+            print(f"{key}: {setting}, {Path(setting).stat().st_size:,} bytes")
     if imagenet:
         from ..nn.models import fetch_imagenet_weights
 
