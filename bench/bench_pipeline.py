@@ -1,71 +1,172 @@
-"""Training steps per second of a model fed by the real input pipeline vs. from tensors already in memory.
+"""The training input pipeline: crops per second of the pipeline alone, and training fed by it vs. from memory.
 
-The pipeline reads the JPEGs, decodes the RLE masks and augments in parallel while the model trains;
-the in-memory run trains the same model on batches taken from that pipeline beforehand and held
-in memory. The ratio says how much training the input pipeline costs (target: >= 90%).
+``--measure alone`` (the default) times the real training stream (``nn.pipeline.training_dataset``:
+reading the JPEGs, the masks, the defect-seeking crop, the augmentations, batching) with no model,
+at the config's shapes, for the segmenter and the classifier: crops per second pinned to one core
+(``taskset -c 0``) and on all cores, medians of ``--repeats`` runs, each in a fresh process. At the
+real recipe's shapes (``configs/default.yaml``: full 256 x 1600 JPEGs, 256 x 512 segmenter crops,
+224 x 1568 classifier crops) this says how many cores keep a GPU fed:
 
-    .venv/bin/python bench/bench_pipeline.py --config configs/demo.yaml            # demo segmenter
-    .venv/bin/python bench/bench_pipeline.py --config configs/demo.yaml --model cls --steps 20
+    .venv/bin/python bench/bench_pipeline.py --config configs/default.yaml --data data/demo
 
-Runs alternate (memory, pipeline, memory, pipeline, ...) and the median of each is reported, so
-load from other processes on the machine affects both alike.
+``--measure training`` trains the config's model on batches of the real pipeline and, alternately,
+on batches taken from it beforehand and held in memory (the ratio says what the pipeline costs
+training on a machine whose cores it shares):
+
+    .venv/bin/python bench/bench_pipeline.py --config configs/demo.yaml --measure training
+    .venv/bin/python bench/bench_pipeline.py --config configs/demo.yaml --measure training --model cls --steps 20
+
+``--measure alone`` also runs from an older checkout's flat package (c8daa63, before the layered
+package), so that both are measured side by side on one machine: run this file with that
+checkout's interpreter from its directory.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-from severstal.core.labels import rle_lookup
-from severstal.infra.artifacts import Paths
-from severstal.infra.commands import add_config_arguments, config_from_args
-from severstal.infra.images import image_names
-from severstal.infra.tables import read_table
+KINDS = ("seg", "cls")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser)
-    parser.add_argument("--model", choices=("seg", "cls"), default="seg")
-    parser.add_argument("--steps", type=int, default=30, help="timed training steps per run")
+    parser.add_argument("--config", default="configs/default.yaml", help="experiment config")
+    parser.add_argument("--data", default=None, help="data directory in Kaggle's layout (default: the config's)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    parser.add_argument("--measure", choices=("alone", "training"), default="alone")
+    parser.add_argument("--model", choices=(*KINDS, "both"), default=None,
+                        help="alone: both (default); training: seg (default) or cls")
+    parser.add_argument("--batches", type=int, default=40, help="alone: timed batches per run")
+    parser.add_argument("--cores", choices=("one", "all", "both"), default="both",
+                        help="alone: pinned to one core, on all cores, or both (default)")
+    parser.add_argument("--steps", type=int, default=30, help="training: timed training steps per run")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each kind")
     parser.add_argument("--out", help="also write the figures to this JSON file")
+    parser.add_argument("--worker", choices=KINDS, help=argparse.SUPPRESS)  # one timed run, JSON on stdout
     return parser
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    config = config_from_args(args)
+def stream(args, kind: str):
+    """``(dataset, batch size, crop, description)``: the config's training stream for ``kind``.
+
+    Works with this checkout's layered package and with the flat package of older checkouts.
+    """
+    try:
+        from severstal.infra.artifacts import Paths
+    except ModuleNotFoundError:  # an older checkout (c8daa63): severstal.config, severstal.pipeline
+        from severstal.checks import image_names
+        from severstal.config import load_config
+        from severstal.labels import read_table, rle_lookup
+        from severstal.pipeline import input_spec, make_samples, training_dataset
+
+        config = load_config(args.config, args.overrides, args.data)
+        section = config[kind]
+        seed, image_dir = int(config["seed"]), config.data_dir / "train_images"
+        height, width = int(config["data"]["height"]), int(config["data"]["width"])
+        labels, scale, batch, crop = config.data_dir / "train.csv", float(section.get("scale", 1.0)), \
+            int(section["batch_size"]), section.get("crop")
+    else:
+        from severstal.core.labels import rle_lookup
+        from severstal.infra.config import load_config
+        from severstal.infra.images import image_names
+        from severstal.infra.tables import read_table
+        from severstal.nn.pipeline import input_spec, make_samples, training_dataset
+
+        config = load_config(args.config, args.overrides, args.data)
+        section, paths = config.model(kind), Paths(config)
+        seed, image_dir, labels = config.seed, paths.train_images, paths.train_labels
+        height, width, scale, batch, crop = config.data.height, config.data.width, section.scale, \
+            section.batch_size, section.crop
+    names = image_names(image_dir)
+    if not names:
+        raise SystemExit(f"error: no training images in {image_dir}: give --data DIR (e.g. the demo data: "
+                         "severstal demo-data, then --data data/demo)")
+    spec = input_spec(height, width, scale)
+    samples = make_samples(names, image_dir, rle_lookup(read_table(labels)))
+    dataset, _ = training_dataset(samples, kind, section, spec, seed, batch)
+    return dataset, batch, crop, f"{len(names)} images of {height} x {width} in {image_dir}"
+
+
+def time_alone(args, kind: str) -> dict:
+    """One run of the stream alone: crops per second over ``args.batches`` batches after a warm-up."""
+    dataset, batch, crop, data = stream(args, kind)
+    iterator = iter(dataset)
+    for _ in range(5):  # worker threads started, autotuning under way, file cache warm
+        next(iterator)
+    started = time.perf_counter()
+    for _ in range(args.batches):
+        next(iterator)
+    seconds = time.perf_counter() - started
+    return {"kind": kind, "crops_per_second": args.batches * batch / seconds, "batch_size": batch,
+            "crop": list(crop) if crop else None, "data": data, "cores": len(os.sched_getaffinity(0))}
+
+
+def run_worker(args, kind: str, pinned: bool) -> dict:
+    """:func:`time_alone` in a fresh process, pinned to core 0 or on every core."""
+    command = [sys.executable, __file__, "--config", args.config, "--batches", str(args.batches), "--worker", kind]
+    command += ["--data", args.data] if args.data else []
+    for override in args.overrides:
+        command += ["--set", override]
+    if pinned:
+        command = ["taskset", "-c", "0", *command]
+    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    done = subprocess.run(command, capture_output=True, text=True, env=environment, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"error: the {kind} pipeline run failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measure_alone(args) -> dict:
+    if args.cores != "all" and shutil.which("taskset") is None:
+        raise SystemExit("error: taskset (util-linux) is needed to pin a run to one core")
+    kinds = KINDS if args.model in (None, "both") else (args.model,)
+    result = {"config": args.config, "data": args.data, "repeats": args.repeats, "batches": args.batches}
+    rows = []
+    for kind in kinds:
+        for pinned in {"one": (True,), "all": (False,), "both": (True, False)}[args.cores]:
+            runs = [run_worker(args, kind, pinned) for _ in range(args.repeats)]
+            rate = statistics.median(run["crops_per_second"] for run in runs)
+            cores = runs[0]["cores"]
+            label = f"{kind} {'one core' if pinned else f'{cores} cores'}"
+            result[f"{kind}_{'one_core' if pinned else 'all_cores'}_crops_per_second"] = round(rate, 1)
+            rows.append((label, runs[0]["crop"], runs[0]["batch_size"], rate, rate / cores,
+                         [round(run["crops_per_second"], 1) for run in runs]))
+            print(f"{label}: {rate:.1f} crops/s (runs {rows[-1][-1]}); {runs[0]['data']}", flush=True)
+    print("\n| pipeline | crop | batch | crops/s | crops/s per core |\n|---|---|---:|---:|---:|")
+    for label, crop, batch, rate, per_core, _ in rows:
+        shown = f"{crop[0]} x {crop[1]}" if crop else "whole image"
+        print(f"| {label} | {shown} | {batch} | {rate:.1f} | {per_core:.1f} |")
+    return result
+
+
+def measure_training(args) -> dict:
+    """Training steps per second of the config's model fed by the pipeline vs. from memory (alternating runs)."""
+    from severstal.infra.config import load_config
     from severstal.nn.hardware import configure_hardware
     from severstal.nn.models import build_model
-    from severstal.nn.pipeline import input_spec, make_samples, training_dataset
     from severstal.nn.tfsetup import keras, tf
     from severstal.nn.training import compile_model
 
-    section = config.model(args.model)
-    paths = Paths(config)
-    names = image_names(paths.train_images)
-    if not names:
-        print(f"error: no training images in {paths.train_images} (make the demo data first: "
-              "severstal demo-data --config configs/demo.yaml)", file=sys.stderr)
-        return 1
-    lookup = rle_lookup(read_table(paths.train_labels))
+    kind = args.model if args.model in KINDS else "seg"
+    config = load_config(args.config, args.overrides, args.data)
     keras.utils.set_random_seed(config.seed)
     _, hardware = configure_hardware(config.hardware)
-    spec = input_spec(config.data.height, config.data.width, section.scale)
-    batch_size = section.batch_size
-    pipeline, steps_per_epoch = training_dataset(make_samples(names, paths.train_images, lookup),
-                                                 args.model, section, spec, config.seed, batch_size)
+    section = config.model(kind)
+    pipeline, batch_size, crop, data = stream(args, kind)
     batches = list(pipeline.take(args.steps))  # the same kind of batches, decoded and augmented beforehand
     images = tf.concat([x for x, _ in batches], axis=0)
     targets = tf.concat([y for _, y in batches], axis=0)
     memory = tf.data.Dataset.from_tensor_slices((images, targets)).batch(batch_size).repeat().prefetch(2)
-    model = build_model(args.model, section)
-    compile_model(model, args.model, section, steps_per_epoch, config.tune, jit_compile=config.hardware.xla)
+    model = build_model(kind, section)
+    compile_model(model, kind, section, args.steps, config.tune, jit_compile=config.hardware.xla)
     model.fit(memory, steps_per_epoch=3, epochs=1, verbose=0)  # trace the training step once
 
     class Timer(keras.callbacks.Callback):
@@ -91,21 +192,21 @@ def main(argv=None) -> int:
         pipeline_rates.append(rate(pipeline))
         print(f"run {repeat + 1}: in memory {memory_rates[-1]:.2f} steps/s, pipeline {pipeline_rates[-1]:.2f} steps/s",
               flush=True)
-    started = time.perf_counter()
-    for _ in pipeline.take(args.steps):
-        pass
-    alone = args.steps / (time.perf_counter() - started)
     in_memory, streamed = statistics.median(memory_rates), statistics.median(pipeline_rates)
-    result = {
-        "model": args.model, "config": config.source, "data": str(paths.data_dir), "hardware": hardware,
-        "batch_size": batch_size, "input_size": list(spec.size), "crop": section.crop, "steps": args.steps,
-        "in_memory_steps_per_second": round(in_memory, 3), "pipeline_steps_per_second": round(streamed, 3),
-        "pipeline_fraction_of_in_memory": round(streamed / in_memory, 3),
-        "pipeline_alone_batches_per_second": round(alone, 2),
-    }
-    print(f"{args.model} on {hardware}, batch {batch_size}, images {spec.size[0]} x {spec.size[1]}, crop "
-          f"{section.crop}: in memory {in_memory:.2f} steps/s, real pipeline {streamed:.2f} steps/s "
-          f"= {100 * streamed / in_memory:.0f}% (target >= 90%); the pipeline alone delivers {alone:.1f} batches/s")
+    print(f"{kind} on {hardware}, batch {batch_size}, crop {crop}, {data}: in memory {in_memory:.2f} steps/s, real "
+          f"pipeline {streamed:.2f} steps/s = {100 * streamed / in_memory:.0f}% (target >= 90%)")
+    return {"model": kind, "config": args.config, "hardware": hardware, "batch_size": batch_size,
+            "crop": list(crop) if crop else None, "steps": args.steps,
+            "in_memory_steps_per_second": round(in_memory, 3), "pipeline_steps_per_second": round(streamed, 3),
+            "pipeline_fraction_of_in_memory": round(streamed / in_memory, 3)}
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.worker:
+        print(json.dumps(time_alone(args, args.worker)))
+        return 0
+    result = measure_alone(args) if args.measure == "alone" else measure_training(args)
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     return 0

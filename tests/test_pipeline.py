@@ -2,15 +2,18 @@
 
 import dataclasses
 
+import albumentations as A
 import cv2
 import numpy as np
 import pytest
+from test_crops import runs_of
 
+from severstal.core.crops import image_runs
 from severstal.core.labels import rle_lookup
-from severstal.core.rle import encode
+from severstal.core.rle import decode, encode
 from severstal.infra.schema import AugmentSection, ClassifierSection, SegmenterSection
 from severstal.infra.tables import read_table
-from severstal.nn.augment import Augmenter, crop_window, label_map
+from severstal.nn.augment import Augmenter, apply_plan, label_map
 from severstal.nn.pipeline import (
     decode_masks,
     image_dataset,
@@ -21,6 +24,7 @@ from severstal.nn.pipeline import (
     training_dataset,
     validation_dataset,
 )
+from severstal.nn.tfsetup import tf
 
 pytestmark = pytest.mark.slow
 NO_AUGMENT = AugmentSection(hflip=0.0, vflip=0.0, brightness_contrast=0.0, mask_dropout=0.0)
@@ -72,72 +76,106 @@ def test_decode_masks_at_quarter_resolution():
     assert decode_masks([b""] * 4, (256, 1600), (64, 400)).sum() == 0
 
 
-def test_crop_non_empty_always_holds_the_defect():
-    masks = np.zeros((64, 400, 4), np.uint8)
-    masks[20:30, 350:360, 3] = 1
-    augmenter = Augmenter(NO_AUGMENT, (64, 64), crop_non_empty=1.0, seed=0)
-    image = np.zeros((64, 400, 3), np.uint8)
-    for _ in range(20):
-        cropped_image, cropped = augmenter(image, masks)
-        assert cropped_image.shape == (64, 64, 3) and cropped.shape == (64, 64, 4)
-        assert cropped[..., 3].sum() > 0
+def reference_masks(rles, original, size):
+    """The masks as the first pipeline made them: every class decoded whole, area-resized as 0/255."""
+    masks = np.zeros((*size, len(rles)), np.uint8)
+    for channel, rle in enumerate(rles):
+        if rle:
+            mask = decode(rle, original).astype(np.uint8)
+            if tuple(original) != tuple(size):
+                mask = cv2.resize(mask * np.uint8(255), (size[1], size[0]), interpolation=cv2.INTER_AREA) >= 128
+            masks[..., channel] = mask
+    return masks
 
 
-def test_crop_window_rule():
-    rng = np.random.default_rng(0)
-    masks = np.zeros((64, 400, 4), np.uint8)
-    masks[10, 350, 1] = 1  # one defect pixel near the right edge
-    lefts = set()
-    for _ in range(200):
-        top, left = crop_window(masks, (32, 64), True, rng)
-        assert top <= 10 < top + 32 and left <= 350 < left + 64 and left + 64 <= 400
-        lefts.add(left)
-    assert len(lefts) > 20  # the defect lands anywhere in the crop, not always at the same place
-    for on_defect, source in ((False, masks), (True, np.zeros_like(masks))):  # uniform windows
-        windows = {crop_window(source, (64, 100), on_defect, rng) for _ in range(300)}
-        assert {top for top, _ in windows} == {0} and max(left for _, left in windows) <= 300
-        assert min(left for _, left in windows) < 30 and max(left for _, left in windows) > 270
+def reference_example(image, masks, plan, crop):
+    """One example made the way the albumentations pipeline made it: crop, flips, brightness/contrast, blackout."""
+    window = np.s_[plan.top:plan.top + crop[0], plan.left:plan.left + crop[1]]
+    image, masks = image[window].copy(), masks[window].copy()
+    if plan.hflip:
+        image, masks = image[:, ::-1], masks[:, ::-1]
+    if plan.vflip:
+        image, masks = image[::-1], masks[::-1]
+    if plan.adjust:
+        image = A.RandomBrightnessContrast(p=1.0).apply(np.ascontiguousarray(image), alpha=plan.alpha, beta=plan.beta)
+    if plan.dropped is not None:
+        dropped = plan.dropped[:, ::-1] if plan.hflip else plan.dropped
+        dropped = dropped[::-1] if plan.vflip else dropped
+        image, masks = image.copy(), masks.copy()
+        image[dropped] = 0
+        masks[dropped] = 0
+    return np.ascontiguousarray(image), np.ascontiguousarray(masks)
 
 
-def test_defect_crops_pick_a_class_first():
-    """A one-pixel class-1 spot beside a large class-3 region is sought half the time, not once in 20,000."""
-    rng = np.random.default_rng(0)
-    masks = np.zeros((64, 400, 4), np.uint8)
-    masks[:, 100:, 2] = 1  # class 3: 19,200 pixels
-    masks[10, 5, 0] = 1  # class 1: one pixel, far left
-    windows = [crop_window(masks, (32, 64), True, rng) for _ in range(400)]
-    holding = [top <= 10 < top + 32 and left <= 5 < left + 64 for top, left in windows]
-    assert 0.4 < np.mean(holding) < 0.6  # every class-1 draw holds it; class-3 draws never reach column 5
-    assert all(left + 64 > 100 for (top, left), held in zip(windows, holding, strict=True) if not held)
+def test_plan_draws_like_albumentations():
+    """Flip and brightness/contrast draws: albumentations' probabilities and ranges."""
+    runs = image_runs(["", "", "", ""], (64, 400), (64, 400))
+    augment = AugmentSection(hflip=0.5, vflip=0.25, brightness_contrast=0.5, mask_dropout=0.0)
+    augmenter = Augmenter(augment, (64, 128), seed=0)
+    plans = [augmenter.plan(runs) for _ in range(4000)]
+    assert abs(np.mean([p.hflip for p in plans]) - 0.5) < 0.04 and abs(np.mean([p.vflip for p in plans]) - 0.25) < 0.04
+    adjusted = [p for p in plans if p.adjust]
+    assert abs(len(adjusted) / len(plans) - 0.5) < 0.04
+    alphas, betas = np.array([p.alpha for p in adjusted]), np.array([p.beta for p in adjusted])
+    assert 0.8 <= alphas.min() < 0.82 and 1.18 < alphas.max() <= 1.2
+    assert -51 <= betas.min() < -49 and 49 < betas.max() <= 51  # 0.2 x 255
+    assert all(p.alpha == 1.0 and p.beta == 0.0 for p in plans if not p.adjust)
 
 
 def test_mask_dropout_blacks_out_one_defect_and_clears_it():
-    image = np.full((32, 64, 3), 100, np.uint8)
     masks = np.zeros((32, 64, 4), np.uint8)
     masks[2:6, 2:6, 0] = 1
     masks[20:30, 40:60, 2] = 1
+    runs = runs_of(masks)
     augmenter = Augmenter(dataclasses.replace(NO_AUGMENT, mask_dropout=1.0), None, seed=3)
-    out_image, out_masks = augmenter(image, masks)
-    removed = masks.sum(axis=(0, 1)) - out_masks.sum(axis=(0, 1))
-    assert (removed > 0).sum() == 1 and removed.max() in (16, 200)  # one whole defect removed
-    channel = int(np.argmax(removed))
-    assert (out_image[masks[..., channel] > 0] == 0).all()  # painted black
-    assert (out_image[masks[..., 2 - channel] > 0] == 100).all()  # the other one untouched
+    for _ in range(10):
+        plan = augmenter.plan(runs)
+        removed = masks.sum(axis=(0, 1)) - plan.masks.sum(axis=(0, 1))
+        assert (removed > 0).sum() == 1 and removed.max() in (16, 200)  # one whole defect removed
+        channel = int(np.argmax(removed))
+        np.testing.assert_array_equal(plan.dropped, masks[..., channel] > 0)  # painted black
+        np.testing.assert_array_equal(plan.presence, plan.masks.max(axis=(0, 1)))
 
 
 def test_label_map():
     masks = np.zeros((1, 3, 4), np.uint8)
     masks[0, 0, 0] = masks[0, 1, 3] = masks[0, 1, 2] = 1
     assert label_map(masks).tolist() == [[1, 4, 0]]
+    assert label_map(masks, [0, 2]).tolist() == [[1, 3, 0]]
+
+
+def test_apply_plan_is_albumentations_bit_for_bit():
+    """Flips, brightness/contrast (albumentations' uint8 lookup table) and blackout as TF ops give the same pixels."""
+    rng = np.random.default_rng(0)
+    masks = np.zeros((48, 80, 4), np.uint8)
+    masks[5:20, 10:30, 1] = 1
+    masks[30:40, 50:75, 3] = 1
+    runs = runs_of(masks)
+    augment = AugmentSection(hflip=0.5, vflip=0.5, brightness_contrast=0.7, mask_dropout=0.5)
+    augmenter = Augmenter(augment, (32, 64), crop_non_empty=0.8, seed=1)
+    for _ in range(40):
+        image = rng.integers(0, 256, (48, 80, 3), dtype=np.uint8)
+        plan = augmenter.plan(runs)
+        np.testing.assert_array_equal(
+            np.where(plan.dropped[..., None], 0, masks[plan.top:plan.top + 32, plan.left:plan.left + 64])
+            if plan.dropped is not None else masks[plan.top:plan.top + 32, plan.left:plan.left + 64], plan.masks)
+        crop = tf.constant(image[plan.top:plan.top + 32, plan.left:plan.left + 64])
+        dropped = np.zeros((0, 0), bool) if plan.dropped is None else plan.dropped
+        got_image, got_masks = apply_plan(crop, tf.constant(plan.masks), plan.hflip, plan.vflip, plan.adjust,
+                                          np.float32(plan.alpha), np.float32(plan.beta), tf.constant(dropped))
+        want_image, want_masks = reference_example(image, masks, plan, (32, 64))
+        np.testing.assert_array_equal(got_image.numpy(), want_image)
+        np.testing.assert_array_equal(got_masks.numpy(), want_masks)
 
 
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory):
-    """Six 64 x 256 images; images 0-2 have a class-3 rectangle, 3-5 are clean."""
+    """Six 64 x 256 grey ramps; images 0-2 have a class-3 rectangle, 3-5 are clean."""
     directory = tmp_path_factory.mktemp("pipeline")
     lookup = {}
     for index in range(6):
-        image = np.full((64, 256), 90, np.uint8)
+        rows, columns = np.mgrid[:64, :256]
+        image = (60 + columns // 4 + rows // 4).astype(np.uint8)  # every window differs
         if index < 3:
             mask = np.zeros((64, 256), np.uint8)
             mask[10:30, 100:140] = 1
@@ -155,10 +193,56 @@ def test_training_batches_for_both_models(small_data):
     images, masks = next(iter(dataset))
     assert images.shape == (4, 32, 64, 3) and images.dtype.name == "uint8"
     assert masks.shape == (4, 32, 64, 4) and masks.dtype.name == "uint8"
-    section = ClassifierSection(crop=None, head="binary", balanced_sampling="defect")
+    section = ClassifierSection(crop=None, head="binary", balanced_sampling="defect", augment=NO_AUGMENT)
     dataset, _ = training_dataset(small_data, "cls", section, spec, 0, 3)
     presence = np.concatenate([labels.numpy() for _, labels in dataset.take(20)])  # (60, 1)
     assert presence.shape == (60, 1) and 0.3 < presence.mean() < 0.7
+
+
+class RecordingAugmenter(Augmenter):
+    """An :class:`Augmenter` that keeps every plan it draws (worker threads share the list)."""
+
+    plans = []
+
+    def plan(self, runs):
+        chosen = super().plan(runs)
+        self.plans.append(chosen)
+        return chosen
+
+
+@pytest.mark.parametrize("kind, scale, crop", [("seg", 1.0, (32, 64)), ("seg", 0.5, (32, 64)), ("cls", 1.0, (48, 240)),
+                                               ("cls", 0.5, None)])
+def test_training_examples_are_the_reference_examples(small_data, monkeypatch, kind, scale, crop):
+    """Every example the pipeline makes is, pixel for pixel, the crop, flips, brightness/contrast and blackout of
+    one drawn plan applied the albumentations way to the fully decoded image and its fully decoded masks."""
+    import severstal.nn.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "Augmenter", RecordingAugmenter)
+    RecordingAugmenter.plans = []
+    spec = input_spec(64, 256, scale)
+    augment = AugmentSection(hflip=0.5, vflip=0.5, brightness_contrast=0.5, mask_dropout=0.5 if kind == "cls" else 0)
+    section_type = SegmenterSection if kind == "seg" else ClassifierSection
+    section = section_type(crop=crop, crop_non_empty=0.8, augment=augment)
+    dataset, _ = training_dataset(small_data, kind, section, spec, seed=0, batch_size=4)
+    examples = [example for images, targets in dataset.take(6)
+                for example in zip(images.numpy(), targets.numpy(), strict=True)]
+    images = {i: read_image(path, spec)[0].numpy() for i, path in enumerate(small_data.paths)}
+    masks = {i: reference_masks(rles, (64, 256), spec.size) for i, rles in enumerate(small_data.rles)}
+    size = crop or spec.size
+    matched = 0
+    for image, target in examples:
+        for plan in RecordingAugmenter.plans:
+            for index in images:
+                want_image, want_masks = reference_example(images[index], masks[index], plan, size)
+                if np.array_equal(want_image, image):
+                    want = want_masks if kind == "seg" else want_masks.max(axis=(0, 1)).astype(np.float32)
+                    np.testing.assert_array_equal(target, want)
+                    matched += 1
+                    break
+            else:
+                continue
+            break
+    assert matched == len(examples) == 24
 
 
 def test_sampling_groups():
@@ -187,11 +271,15 @@ def test_validation_targets(small_data):
 
 
 def test_image_dataset_keeps_order_and_sizes(small_data):
-    batches = list(image_dataset(small_data.paths, input_spec(64, 256, 0.5), 4))
-    assert [len(images) for images, _ in batches] == [4, 2]
+    half, whole = input_spec(64, 256, 0.5), input_spec(64, 256, 1.0)
+    batches = list(image_dataset(small_data.paths, [half, whole], 4))
+    assert [len(images) for (images, _), _ in batches] == [4, 2]
     assert batches[0][1].numpy().tolist() == [[64, 256]] * 4
-    bright = [float(images.numpy()[:, 5:15, 50:70].mean(axis=(1, 2, 3)).max()) for images, _ in batches]
+    bright = [float(images.numpy()[:, 5:15, 50:70].mean(axis=(1, 2, 3)).max()) for (images, _), _ in batches]
     assert bright[0] > 150 and bright[1] < 100  # images 0-2 (with the rectangle) come first
+    for (scaled, full), _ in batches:  # every file decoded at each size, as read_image decodes it
+        assert scaled.shape[1:] == (32, 128, 3) and full.shape[1:] == (64, 256, 3)
+    np.testing.assert_array_equal(batches[1][0][1].numpy()[0], read_image(small_data.paths[4], whole)[0].numpy())
 
 
 def test_real_sample_masks(sample_dir):

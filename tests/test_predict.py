@@ -173,8 +173,11 @@ def test_retrained_weights_are_refused_until_tuned_again(workspace, capsys, tmp_
 def test_shards_and_merge_reproduce_the_submission_exactly(workspace, capsys):
     whole = Paths(workspace).submission.read_bytes()
     whole_ablation = json.loads((Paths(workspace).reports / "ablation.json").read_text())
-    for index in (1, 2):  # batches of 3 cut the shards of 4 images differently from the full run's batches of 4
-        assert predict.main(["--config", "config.yaml", "--shard", f"{index}/2", "--batch-size", "3"]) == 0
+    # The full run's batches of 4 are the shards of 4 images: the same computations, so the same bytes. (Other
+    # batch sizes give other float32 kernels: probabilities within about 1e-5, which may move a pixel that lies
+    # that close to its threshold; the shards' batch size is free, see predict_stamp.)
+    for index in (1, 2):
+        assert predict.main(["--config", "config.yaml", "--shard", f"{index}/2", "--batch-size", "4"]) == 0
     parts = [read_submission(Paths(workspace).shard(i, 2)) for i in (1, 2)]
     assert [part["ImageId"].nunique() for part in parts] == [TEST_IMAGES // 2] * 2
     assert merge.main(["--config", "config.yaml"]) == 0
@@ -226,13 +229,14 @@ def test_skip_bad_predicts_the_bad_image_empty(workspace, images_with_a_bad_one,
 def test_ensembled_batches_are_the_mean_of_the_folds(workspace):
     paths = [Path("data/test_images") / name for name in sorted(os.listdir("data/test_images"))[:3]]
     models = [inference.load_fold_model(Paths(workspace), "seg", fold) for fold in (0, 1)]
-    single = [np.concatenate([p for _, p in inference.predict_images(m, paths, ["none"], 2)]) for m in models]
+    single = [np.concatenate([p["seg"] for _, p in inference.ensembled_batches({"seg": [m]}, paths, ["none"], 2)])
+              for m in models]
     batches = list(inference.ensembled_batches({"seg": models}, paths, ["none"], 2))
-    assert [start for start, _, _ in batches] == [0, 2]
-    assert all(classification is None for _, _, classification in batches)
-    ensembled = np.concatenate([segmentation for _, segmentation, _ in batches])  # (3, 256, 1600, 4)
+    assert [start for start, _ in batches] == [0, 2]
+    assert all(set(outputs) == {"seg"} for _, outputs in batches)
+    ensembled = np.concatenate([outputs["seg"] for _, outputs in batches])  # (3, 256, 1600, 4)
     assert ensembled.shape == (3, 256, 1600, 4)
-    np.testing.assert_allclose(ensembled, (single[0] + single[1]) / 2, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(ensembled, (single[0] + single[1]) / 2, rtol=0, atol=1e-4)  # see test_inference
     assert not np.allclose(single[0], single[1])  # the folds differ, so the mean is a real average
 
 

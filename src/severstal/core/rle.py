@@ -89,7 +89,11 @@ def decode(rle: str, shape: tuple[int, int] = (HEIGHT, WIDTH)) -> np.ndarray:
     """
     height, width = shape
     num_pixels = height * width
-    starts, lengths = parse_runs(rle, num_pixels)
+    return runs_mask(*parse_runs(rle, num_pixels), num_pixels).reshape(width, height).T
+
+
+def runs_mask(starts: np.ndarray, lengths: np.ndarray, num_pixels: int) -> np.ndarray:
+    """The flat bool mask of ``num_pixels`` pixels that sorted, non-overlapping 0-indexed runs cover."""
     # The mask alternates gap, run, gap, ..., run, gap: repeat False/True by those counts.
     counts = np.empty(2 * len(starts) + 1, dtype=np.int64)
     counts[1::2] = lengths
@@ -98,19 +102,38 @@ def decode(rle: str, shape: tuple[int, int] = (HEIGHT, WIDTH)) -> np.ndarray:
     counts[-1] = num_pixels - (starts[-1] + lengths[-1] if len(starts) else 0)
     values = np.zeros(len(counts), dtype=bool)
     values[1::2] = True
-    flat = np.repeat(values, counts)  # (height * width,) column-major pixels
-    return flat.reshape(width, height).T
+    return np.repeat(values, counts)  # (num_pixels,)
 
 
-def encode(mask: np.ndarray) -> str:
-    """Encode a 2-D mask (any dtype, non-zero = defect) as Kaggle RLE.
+def decode_columns(starts: np.ndarray, lengths: np.ndarray, height: int, left: int, columns: int) -> np.ndarray:
+    """Columns ``left .. left + columns - 1`` of a mask given as runs, without decoding the rest.
 
     Args:
-        mask: ``(height, width)`` array.
+        starts, lengths: sorted, non-overlapping 0-indexed column-major runs (:func:`parse_runs`).
+        height: the mask's height.
+        left: first column.
+        columns: number of columns.
 
     Returns:
-        ``"start length ..."`` (1-indexed, column-major), or ``""`` for an empty mask.
+        bool ``(height, columns)`` (a column-major view).
     """
+    low, high = left * height, (left + columns) * height  # the columns' pixel range
+    ends = starts + lengths
+    first, last = np.searchsorted(ends, low, side="right"), np.searchsorted(starts, high, side="left")
+    clipped_starts = np.maximum(starts[first:last], low)
+    clipped_lengths = np.minimum(ends[first:last], high) - clipped_starts
+    return runs_mask(clipped_starts - low, clipped_lengths, high - low).reshape(columns, height).T
+
+
+def run_pixel(starts: np.ndarray, lengths: np.ndarray, index: int) -> int:
+    """The 0-indexed column-major pixel that is the ``index``-th (from 0) of the pixels the runs cover."""
+    covered = np.cumsum(lengths)
+    run = int(np.searchsorted(covered, index, side="right"))
+    return int(starts[run] + index - (covered[run] - lengths[run]))
+
+
+def mask_runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The 0-indexed column-major runs ``(starts, lengths)`` (int64) of a 2-D mask (non-zero = set)."""
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise ValueError(f"mask must be 2-D (height, width), got shape {mask.shape}")
@@ -126,12 +149,25 @@ def encode(mask: np.ndarray) -> str:
     changes = np.concatenate((columns * height + rows + 1, tops * height))
     if pixels[-1, -1]:
         changes = np.append(changes, height * width)  # a run reaching the last pixel ends there
-    if changes.size == 0:
-        return ""
     changes.sort()
-    changes[1::2] -= changes[0::2]  # ends -> lengths
-    changes[0::2] += 1  # 1-indexed starts
-    return " ".join(["%d"] * changes.size) % tuple(changes.tolist())
+    return changes[0::2], changes[1::2] - changes[0::2]
+
+
+def encode(mask: np.ndarray) -> str:
+    """Encode a 2-D mask (any dtype, non-zero = defect) as Kaggle RLE.
+
+    Args:
+        mask: ``(height, width)`` array.
+
+    Returns:
+        ``"start length ..."`` (1-indexed, column-major), or ``""`` for an empty mask.
+    """
+    starts, lengths = mask_runs(mask)
+    if starts.size == 0:
+        return ""
+    pairs = np.empty(2 * starts.size, np.int64)
+    pairs[0::2], pairs[1::2] = starts + 1, lengths  # 1-indexed starts
+    return " ".join(["%d"] * pairs.size) % tuple(pairs.tolist())
 
 
 def area(rle: str) -> int:

@@ -1,9 +1,15 @@
-"""Predict whole images with trained folds: scale, pad for the network, flip-TTA average, back to full size.
+"""Predict whole images with trained folds in one pass: every fold and flip of a model in one batched call.
 
-Images are read by the same tf.data code as in training (:func:`pipeline.read_image`), so a model
-sees its inputs exactly as it was trained on them. The segmenter pads to multiples of 32 inside
-the network; its probabilities are resized back to each image's own size (256 x 1600 on Kaggle).
-A fold whose outputs are not finite (NaN weights) stops the prediction with a message naming it.
+Each image file is read once and decoded once per input size (the segmenter and classifier share
+one when their ``scale`` is the same) by the same tf.data code as in training
+(:func:`pipeline.decode_image`), so a model sees its inputs exactly as it was trained on them. For
+each kind of model, one compiled TensorFlow function stacks the batch's flipped copies, runs every
+fold model on that stack once, flips the segmenter's outputs back and averages over folds and
+flips on the device; only the mean comes back to the host, where it is resized once to each
+image's own size (256 x 1600 on Kaggle). The segmenter pads to multiples of 32 inside the network.
+Under mixed precision (``hardware.mixed_precision``, on a GPU) the models compute in float16 and the
+mean is taken in float32; the OOF statistics use this same path. A fold whose outputs are not
+finite (NaN weights) stops the prediction with a message naming it.
 """
 
 from __future__ import annotations
@@ -16,13 +22,13 @@ import cv2
 import numpy as np
 
 from ..core.constants import NUM_CLASSES
-from ..core.ensemble import flip, mean_probabilities
+from ..core.ensemble import FLIPS
 from ..infra.artifacts import BEST_WEIGHTS, CONFIG_FILE, FoldState, Paths, fold_status, read_saved_config
 from ..infra.config import saved_config
 from ..infra.errors import ConfigError, UserError
 from .models import build_model
 from .pipeline import InputSpec, image_dataset, input_spec
-from .tfsetup import keras
+from .tfsetup import keras, tf
 
 
 @dataclass
@@ -71,24 +77,69 @@ def load_fold_model(paths: Paths, kind: str, fold: int, num_classes: int = NUM_C
     return FoldModel(kind, fold, model, spec, head, fold_dir)
 
 
-def predict_tta(model: keras.Model, images: np.ndarray, tta: Sequence[str], kind: str) -> np.ndarray:
-    """Arithmetic mean of the model's outputs over flipped copies of ``images``.
+def flip_tensor(images, name: str):
+    """``core.ensemble.flip`` of a ``(batch, h, w, ...)`` tensor, as a TensorFlow op."""
+    if name not in FLIPS:
+        raise ValueError(f"unknown flip {name!r}; expected one of {', '.join(FLIPS)}")
+    axes = {"none": [], "hflip": [2], "vflip": [1], "both": [1, 2]}[name]
+    return tf.reverse(images, axes) if axes else images
+
+
+class FoldEnsemble:
+    """The fold models of one kind, run as one: the arithmetic mean over folds and flips, in one compiled call.
 
     Args:
-        model: a segmenter (outputs ``(batch, h, w, classes)``) or classifier (``(batch, outputs)``).
-        images: ``(batch, h, w, 3)`` uint8.
-        tta: flip names (``core.ensemble.FLIPS``), validated with the config.
-        kind: ``seg`` (outputs are flipped back) or ``cls``.
+        fold_models: from :func:`load_fold_model`, one kind, one input size and head.
+        tta: flip names (``core.ensemble.FLIPS``).
 
-    Returns:
-        float32 mean of the outputs.
+    Raises:
+        UserError: the folds differ in input size or head (their configs differ).
     """
-    def outputs():
-        for name in tta:
-            output = np.asarray(model.predict_on_batch(np.ascontiguousarray(flip(images, name))), dtype=np.float32)
-            yield flip(output, name) if kind == "seg" else output
 
-    return mean_probabilities(outputs())
+    def __init__(self, fold_models: Sequence[FoldModel], tta: Sequence[str]):
+        if not fold_models:
+            raise ValueError("no fold models to ensemble")
+        first = fold_models[0]
+        for other in fold_models[1:]:
+            if (other.kind, other.spec, other.head) != (first.kind, first.spec, first.head):
+                raise UserError(f"{first.label} and {other.label} cannot be averaged: their saved configs differ in "
+                                f"image size or head ({first.spec.size}, {first.head} vs {other.spec.size}, "
+                                f"{other.head}); retrain one or choose folds with --folds")
+        self.fold_models, self.tta = list(fold_models), list(tta)
+        self.kind, self.spec, self.head = first.kind, first.spec, first.head
+        signature = tf.TensorSpec((None, *first.spec.size, 3), tf.uint8)
+        self.function = tf.function(self._mean, input_signature=[signature], reduce_retracing=True)
+
+    def _mean(self, images):  # (batch, h, w, 3) uint8
+        flips = len(self.tta)
+        stacked = tf.concat([flip_tensor(images, name) for name in self.tta], axis=0)  # (flips * batch, h, w, 3)
+        total, finite = None, []
+        for fold_model in self.fold_models:
+            outputs = tf.cast(fold_model.model(stacked, training=False), tf.float32)  # (flips * batch, ...)
+            finite.append(tf.reduce_all(tf.math.is_finite(outputs)))
+            total = outputs if total is None else total + outputs
+        parts = tf.split(total, flips, axis=0)  # per flip, summed over folds
+        if self.kind == "seg":
+            parts = [flip_tensor(part, name) for part, name in zip(parts, self.tta, strict=True)]
+        mean = tf.add_n(parts) / float(flips * len(self.fold_models))  # (batch, h, w, classes) or (batch, outputs)
+        return mean, tf.stack(finite)
+
+    def __call__(self, images, start: int) -> np.ndarray:
+        """The mean over folds and flips of a batch ``(batch, h, w, 3)`` uint8 at ``spec.size`` (``start``: its
+        first image's index, for messages); a classifier's as ``(batch, classes)``.
+
+        Raises:
+            UserError: a fold's outputs are not finite.
+        """
+        mean, finite = self.function(images)
+        for fold_model, ok in zip(self.fold_models, finite.numpy(), strict=True):
+            if not ok:
+                raise UserError(f"{fold_model.label} predicts non-finite probabilities (NaN or infinity) for images "
+                                f"{start}..{start + len(images) - 1}: its weights {fold_model.fold_dir / BEST_WEIGHTS} "
+                                f"are broken (training diverged?). Re-run severstal train --model {fold_model.kind} "
+                                f"--fold {fold_model.fold} --force, or leave the fold out with --folds")
+        mean = mean.numpy()
+        return class_probabilities(mean, self.head) if self.kind == "cls" else mean
 
 
 def resize_probabilities(probabilities: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -105,71 +156,36 @@ def class_probabilities(outputs: np.ndarray, head: str, num_classes: int = NUM_C
     return np.repeat(outputs, num_classes, axis=1) if head == "binary" else outputs
 
 
-def check_finite(outputs: np.ndarray, fold_model: FoldModel, start: int) -> None:
-    """UserError when a fold's outputs hold NaN or infinity (its weights are broken)."""
-    if not np.isfinite(outputs).all():
-        raise UserError(f"{fold_model.label} predicts non-finite probabilities (NaN or infinity) for images "
-                        f"{start}..{start + len(outputs) - 1}: its weights {fold_model.fold_dir / BEST_WEIGHTS} are "
-                        f"broken (training diverged?). Re-run severstal train --model {fold_model.kind} --fold "
-                        f"{fold_model.fold} --force, or leave the fold out with --folds")
-
-
-def predict_images(fold_model: FoldModel, paths: Sequence, tta: Sequence[str], batch_size: int
-                   ) -> Iterator[tuple[int, np.ndarray]]:
-    """Predict images in batches, streaming.
+def ensembled_batches(fold_models: dict[str, list[FoldModel]], paths: Sequence, tta: Sequence[str],
+                      batch_size: int) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """Stream the fold- and flip-mean probabilities of the images, batch by batch, each file read once.
 
     Args:
-        fold_model: from :func:`load_fold_model`.
+        fold_models: ``{"seg": [FoldModel, ...], "cls": [...]}`` (either may be left out).
         paths: image files.
         tta: flips to average.
         batch_size: images per batch.
 
     Yields:
-        ``(start, probabilities)``: the batch's first index into ``paths`` and, for a segmenter,
+        ``(start, {kind: probabilities})``: the batch's first index into ``paths``; a segmenter's
         ``(batch, H, W, classes)`` float32 at each image's own size (images of one batch share a
-        size), for a classifier ``(batch, classes)``.
+        size), a classifier's ``(batch, classes)``.
 
     Raises:
-        UserError: the fold's outputs are not finite.
+        UserError: a fold's outputs are not finite, or the images of a batch differ in size.
     """
+    ensembles = {kind: FoldEnsemble(models, tta) for kind, models in fold_models.items() if models}
+    specs = list(dict.fromkeys(ensemble.spec for ensemble in ensembles.values()))
     start = 0
-    for images, originals in image_dataset(paths, fold_model.spec, batch_size):
-        outputs = predict_tta(fold_model.model, images.numpy(), tta, fold_model.kind)  # (batch, h, w, classes)
-        check_finite(outputs, fold_model, start)
-        if fold_model.kind == "cls":
-            yield start, class_probabilities(outputs, fold_model.head)
-        else:
+    for images, originals in image_dataset(paths, specs, batch_size):
+        outputs = {kind: ensemble(images[specs.index(ensemble.spec)], start) for kind, ensemble in ensembles.items()}
+        count = len(originals)
+        if "seg" in outputs:
             originals = originals.numpy()  # (batch, 2)
             if len(np.unique(originals, axis=0)) > 1:
-                raise UserError(f"images {start}..{start + len(originals) - 1} differ in size "
+                raise UserError(f"images {start}..{start + count - 1} differ in size "
                                 f"({np.unique(originals, axis=0).tolist()}): predict them with --batch-size 1")
-            yield start, np.stack([resize_probabilities(p, o) for p, o in zip(outputs, originals, strict=True)])
-        start += len(outputs)
-
-
-def ensembled_batches(fold_models: dict[str, list[FoldModel]], paths: Sequence[Path], tta: Sequence[str],
-                      batch_size: int) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
-    """Stream the fold-mean probabilities of the images, batch by batch.
-
-    Args:
-        fold_models: ``{"seg": [FoldModel, ...], "cls": [...]}`` (``"cls"`` optional).
-        paths: image files.
-        tta: flips averaged inside each model's prediction.
-        batch_size: images per batch.
-
-    Yields:
-        ``(start, segmentation (batch, H, W, classes) float32, classification (batch, classes) or None)``.
-    """
-    streams = {kind: [predict_images(model, paths, tta, batch_size) for model in models]
-               for kind, models in fold_models.items() if models}
-    kinds = list(streams)
-    for outputs in zip(*(stream for kind in kinds for stream in streams[kind]), strict=True):
-        starts = {start for start, _ in outputs}
-        if len(starts) != 1:
-            raise RuntimeError(f"fold models went out of step: batches start at {sorted(starts)}")
-        by_kind, position = {}, 0
-        for kind in kinds:
-            count = len(streams[kind])
-            by_kind[kind] = mean_probabilities(output for _, output in outputs[position:position + count])
-            position += count
-        yield starts.pop(), by_kind["seg"], by_kind.get("cls")
+            outputs["seg"] = np.stack([resize_probabilities(p, o) for p, o in zip(outputs["seg"], originals,
+                                                                                     strict=True)])
+        yield start, outputs
+        start += count

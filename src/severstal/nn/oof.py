@@ -27,7 +27,7 @@ from ..infra.files import write_json
 from ..infra.oof_files import save_classifier_oof, save_segmentation_oof
 from ..infra.stamps import Stamp
 from .hardware import configure_hardware
-from .inference import load_fold_model, predict_images
+from .inference import ensembled_batches, load_fold_model
 from .tfsetup import keras
 
 
@@ -55,7 +55,8 @@ def compute_oof(config: Config, kind: str, fold: int, val_ids: list[str], lookup
     fold_model = load_fold_model(paths, kind, fold)
     batch_size = config.inference.batch_size
     images = [image_dir / name for name in val_ids]
-    batches = predict_images(fold_model, images, tta, batch_size)
+    batches = ((start, outputs[kind]) for start, outputs in ensembled_batches({kind: [fold_model]}, images, tta,
+                                                                               batch_size))
     progress = tqdm(batches, total=math.ceil(len(images) / batch_size), unit="batch",
                     desc=f"OOF {kind} fold {fold} ({len(images)} images, TTA {'+'.join(tta)})")
     pixel_thresholds, component_sizes = config.tune.pixel_thresholds, config.tune.min_component_sizes

@@ -1,25 +1,29 @@
-"""tf.data input pipeline: stream JPEGs from disk, decode each image's masks from RLE, augment in parallel.
+"""tf.data input pipeline: stream JPEGs from disk, decode only each training crop, augment with TensorFlow ops.
 
-Nothing is cached: every epoch reads and decodes the files again (parallel ``map`` calls with
-AUTOTUNE, then prefetching), so memory does not grow with the data set. Images are scaled to the
-config's ``scale`` while decoding (libjpeg's DCT scaling when the scale is 1/2, 1/4 or 1/8, else an
-area resize); masks are decoded at the image's own size and area-resized to the same size.
+Images are scaled to the config's ``scale`` while decoding (libjpeg's DCT scaling when the scale
+is 1/2, 1/4 or 1/8, else an area resize). For training, each image's masks are parsed once into
+run lengths at the model's size and kept (``core.crops``: a few kilobytes an image); a sample's
+crop window, flips and brightness are drawn from them (``augment.Augmenter``, the only Python step),
+then only the window is decoded from the JPEG (``tf.io.decode_and_crop_jpeg``, the same pixels as a
+full decode) and only the window's masks from the runs, and the flips, brightness/contrast and
+blackout run as TensorFlow ops (``augment.apply_plan``) in parallel ``map`` workers. Files are
+read again every epoch (the operating system caches them), so memory does not grow with them.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import count
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from ..core.constants import CLASS_IDS
-from ..core.rle import decode
+from ..core.crops import ImageRuns, image_runs, window_masks
 from ..infra.schema import AugmentSection, ClassifierSection, SegmenterSection
-from .augment import Augmenter
+from .augment import Augmenter, apply_plan
 from .tfsetup import tf
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -85,8 +89,11 @@ def read_image(path, spec: InputSpec):
     Returns:
         ``(image, original_shape)``: ``(h, w, 3)`` uint8 and the file's own ``(height, width)`` int32.
     """
-    contents = tf.io.read_file(path)
+    return decode_image(tf.io.read_file(path), spec)
 
+
+def decode_image(contents, spec: InputSpec):
+    """:func:`read_image` of a file's bytes."""
     def jpeg():
         original = tf.io.extract_jpeg_shape(contents)[:2]
         if spec.jpeg_ratio == 1:
@@ -108,6 +115,28 @@ def read_image(path, spec: InputSpec):
     return image, original
 
 
+def decode_window(contents, spec: InputSpec, crop: tuple[int, int]):
+    """A reader of one window of an image file's bytes: ``(original shape, read(top, left))``.
+
+    A JPEG of the data set's size is decoded inside the window only (at ``spec``'s libjpeg scale);
+    any other file is decoded whole at ``spec.size`` (:func:`decode_image`) and the window cut out.
+    """
+    jpeg = tf.io.is_jpeg(contents)
+    shape = tf.cond(jpeg, lambda: tf.io.extract_jpeg_shape(contents)[:2], lambda: tf.constant([-1, -1], tf.int32))
+    direct = tf.reduce_all(shape == tf.constant(spec.original, tf.int32))
+    whole, original = tf.cond(direct, lambda: (tf.zeros((0, 0, 3), tf.uint8), shape),
+                              lambda: decode_image(contents, spec))
+
+    def read(top, left):
+        window = tf.stack([top, left, crop[0], crop[1]])
+        image = tf.cond(direct, lambda: tf.io.decode_and_crop_jpeg(contents, window, channels=3,
+                                                                   ratio=spec.jpeg_ratio),
+                        lambda: tf.slice(whole, [top, left, 0], [crop[0], crop[1], 3]))
+        return tf.ensure_shape(image, (*crop, 3))
+
+    return original, read
+
+
 def decode_masks(rles, original_shape, size) -> np.ndarray:
     """Masks ``(h, w, classes)`` uint8 at ``size`` from one RLE string per class of an image of ``original_shape``.
 
@@ -115,17 +144,7 @@ def decode_masks(rles, original_shape, size) -> np.ndarray:
     resize of 0/255 values: exact, and three times faster than in floating point).
     """
     size = (int(size[0]), int(size[1]))
-    original_shape = (int(original_shape[0]), int(original_shape[1]))
-    masks = np.zeros((*size, len(rles)), np.uint8)  # (h, w, classes)
-    for channel, rle in enumerate(rles):
-        rle = rle.decode() if isinstance(rle, bytes) else str(rle)
-        if not rle:
-            continue
-        mask = decode(rle, original_shape).view(np.uint8)  # (H, W) 0/1
-        if original_shape != size:
-            mask = cv2.resize(mask * np.uint8(255), (size[1], size[0]), interpolation=cv2.INTER_AREA) >= 128
-        masks[..., channel] = mask
-    return masks
+    return window_masks(image_runs(rles, original_shape, size), 0, 0, size)
 
 
 class _ThreadAugmenters:
@@ -144,6 +163,22 @@ class _ThreadAugmenters:
                 seed = next(self.seeds)
             augmenter = self.local.augmenter = Augmenter(*self.arguments, seed=seed)
         return augmenter
+
+
+class _MaskStore:
+    """Each image's masks as :class:`core.crops.ImageRuns` at the model's size, parsed on first use.
+
+    Worker threads share it; two threads that parse one image at once store equal values.
+    """
+
+    def __init__(self, samples: Samples, size: tuple[int, int]):
+        self.samples, self.size, self.runs = samples, size, {}
+
+    def get(self, index: int, original) -> ImageRuns:
+        runs = self.runs.get(index)
+        if runs is None:
+            runs = self.runs[index] = image_runs(self.samples.rles[index], original, self.size)
+        return runs
 
 
 def _streaming_options():
@@ -206,29 +241,44 @@ def training_dataset(samples: Samples, kind: str, section: ClassifierSection | S
     if len(samples) < batch_size:
         raise ValueError(f"{len(samples)} training images are fewer than the batch size {batch_size}")
     crop = section.crop  # checked against the scaled size with the config
-    out_size = crop or spec.size
+    out_size = tuple(crop or spec.size)
     binary = kind == "cls" and section.head == "binary"
     classes = samples.num_classes
     augmenters = _ThreadAugmenters(section.augment, crop, section.crop_non_empty, seed)
+    store = _MaskStore(samples, spec.size)
+    no_blackout = np.zeros((0, 0), bool)
 
-    def augment(image, rles, original):  # NumPy, in a worker thread
-        masks = decode_masks(rles, original, spec.size)
-        image, masks = augmenters.get()(image, masks)
+    def plan(index, original):  # NumPy, in a worker thread: the only step under Python's lock
+        chosen = augmenters.get().plan(store.get(int(index), original))
+        flags = np.array([chosen.hflip, chosen.vflip, chosen.adjust])
+        coefficients = np.array([chosen.alpha, chosen.beta], np.float32)
+        dropped = no_blackout if chosen.dropped is None else chosen.dropped
+        if kind == "seg":
+            target = chosen.masks
+        else:
+            target = chosen.presence.max(keepdims=True) if binary else chosen.presence
+        return np.int32(chosen.top), np.int32(chosen.left), flags, coefficients, target, dropped
+
+    def load(index, path):
+        original, read = decode_window(tf.io.read_file(path), spec, out_size)
+        target_type = tf.uint8 if kind == "seg" else tf.float32
+        top, left, flags, coefficients, target, dropped = tf.numpy_function(
+            plan, [index, original], [tf.int32, tf.int32, tf.bool, tf.float32, target_type, tf.bool], stateful=True)
+        image = read(tf.ensure_shape(top, ()), tf.ensure_shape(left, ()))  # (h, w, 3)
+        flags, coefficients = tf.ensure_shape(flags, (3,)), tf.ensure_shape(coefficients, (2,))
+        masks = tf.ensure_shape(target, (*out_size, classes)) if kind == "seg" else None
+        image, masks = apply_plan(image, masks, flags[0], flags[1], flags[2], coefficients[0], coefficients[1],
+                                  tf.ensure_shape(dropped, (None, None)))
         if kind == "seg":
             return image, masks
-        presence = masks.max(axis=(0, 1)).astype(np.float32)  # (4,)
-        return image, presence.max(keepdims=True) if binary else presence
+        return image, tf.ensure_shape(target, (1 if binary else classes,))
 
-    def load(path, rles):
-        image, original = read_image(path, spec)
-        target_type = tf.uint8 if kind == "seg" else tf.float32
-        image, target = tf.numpy_function(augment, [image, rles, original], [tf.uint8, target_type], stateful=True)
-        image = tf.ensure_shape(image, (*out_size, 3))
-        target = tf.ensure_shape(target, (*out_size, classes) if kind == "seg" else (1 if binary else classes,))
-        return image, target
+    position = {image_id: i for i, image_id in enumerate(samples.image_ids)}
 
-    def endless(part: Samples, part_seed: int):
-        return _sample_dataset(part).shuffle(len(part), seed=part_seed, reshuffle_each_iteration=True).repeat()
+    def endless(part: Samples, part_seed: int):  # (index into samples, path), shuffled, endless
+        indices = np.array([position[image_id] for image_id in part.image_ids], np.int64)
+        dataset = tf.data.Dataset.from_tensor_slices((indices, list(part.paths)))
+        return dataset.shuffle(len(part), seed=part_seed, reshuffle_each_iteration=True).repeat()
 
     groups = sampling_groups(samples, section.balanced_sampling)
     if len(groups) == 1:
@@ -264,8 +314,17 @@ def validation_dataset(samples: Samples, kind: str, section: ClassifierSection |
     return dataset.batch(batch_size).prefetch(AUTOTUNE)
 
 
-def image_dataset(paths, spec: InputSpec, batch_size: int):
-    """Batches ``(images (batch, h, w, 3) uint8, original shapes (batch, 2) int32)`` for prediction, in order."""
+def image_dataset(paths, specs: Sequence[InputSpec], batch_size: int):
+    """Batches ``((images at specs[0], images at specs[1], ...), original shapes (batch, 2) int32)`` for prediction.
+
+    Each file is read once and decoded once per spec; images are ``(batch, h, w, 3)`` uint8, in order.
+    """
+    specs = tuple(specs)
+
+    def load(path):
+        contents = tf.io.read_file(path)
+        decoded = [decode_image(contents, spec) for spec in specs]
+        return tuple(image for image, _ in decoded), decoded[0][1]
+
     dataset = tf.data.Dataset.from_tensor_slices([str(p) for p in paths])
-    return dataset.map(lambda path: read_image(path, spec), num_parallel_calls=AUTOTUNE).batch(
-        batch_size).prefetch(AUTOTUNE)
+    return dataset.map(load, num_parallel_calls=AUTOTUNE).batch(batch_size).prefetch(AUTOTUNE)

@@ -74,8 +74,8 @@ def predict_stamp(config: Config, paths: Paths, ensemble: Ensemble, layout: str,
                   all_ids: Sequence[str], images_dir: Path) -> Stamp:
     """What a submission depends on: flips, folds, layout, thresholds, weights, the test image names.
 
-    The batch size is left out: predictions do not depend on it (the segmenter's are bitwise equal
-    for batch sizes 1, 3, 4 and 6 on CPU, the classifier's within 1e-22), so shards may use any.
+    The batch size is left out: predictions depend on it only through float32 rounding (other batch
+    sizes run other kernels), so shards may use any.
     """
     inputs = {"thresholds": file_fingerprint(paths.thresholds),
               **{f"{kind} fold {fold} weights": value for (kind, fold), value in ensemble.weights.items()},
@@ -128,8 +128,9 @@ def predict_rows(config: Config, paths: Paths, images_dir: Path, image_ids: Sequ
     batch_size, tta = config.inference.batch_size, list(config.inference.tta)
     workers = max(1, min(os.cpu_count() or 1, batch_size))
     with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(total=len(good), desc="predict", unit="img") as progress:
-        for start, segmentation, classification in ensembled_batches(
-                fold_models, [images_dir / image_id for image_id in good], tta, batch_size):
+        for start, outputs in ensembled_batches(fold_models, [images_dir / image_id for image_id in good], tta,
+                                                batch_size):
+            segmentation, classification = outputs["seg"], outputs.get("cls")
             batch_ids = good[start:start + len(segmentation)]
             gates = classification if classification is not None else [None] * len(batch_ids)
             results = pool.map(lambda item: postprocess_image(item[0], item[1], thresholds, item[2],
