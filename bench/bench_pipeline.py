@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cores", choices=("one", "all", "both"), default="both",
                         help="alone: pinned to one core, on all cores, or both (default)")
     parser.add_argument("--steps", type=int, default=30, help="training: timed training steps per run")
+    parser.add_argument("--warm", type=int, default=3, help="training: untimed steps before each timed run")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each kind")
     parser.add_argument("--out", help="also write the figures to this JSON file")
     parser.add_argument("--worker", choices=KINDS, help=argparse.SUPPRESS)  # one timed run, JSON on stdout
@@ -167,15 +168,13 @@ def measure_training(args) -> dict:
     memory = tf.data.Dataset.from_tensor_slices((images, targets)).batch(batch_size).repeat().prefetch(2)
     model = build_model(kind, section)
     compile_model(model, kind, section, args.steps, config.tune, jit_compile=config.hardware.xla)
-    model.fit(memory, steps_per_epoch=3, epochs=1, verbose=0)  # trace the training step once
+    warm = max(1, args.warm)
 
     class Timer(keras.callbacks.Callback):
-        """Times the steps after the first ``warm`` ones (iterator start-up and worker threads excluded)."""
-
-        warm = 3
+        """Times the steps after the first ``warm`` ones (tracing, iterator start-up and worker threads excluded)."""
 
         def on_train_batch_end(self, batch, logs=None):
-            if batch == self.warm - 1:
+            if batch == warm - 1:
                 self.started = time.perf_counter()
 
         def on_train_end(self, logs=None):
@@ -183,7 +182,7 @@ def measure_training(args) -> dict:
 
     def rate(dataset) -> float:
         timer = Timer()
-        model.fit(dataset, steps_per_epoch=Timer.warm + args.steps, epochs=1, verbose=0, callbacks=[timer])
+        model.fit(dataset, steps_per_epoch=warm + args.steps, epochs=1, verbose=0, callbacks=[timer])
         return args.steps / timer.seconds
 
     memory_rates, pipeline_rates = [], []
@@ -194,7 +193,7 @@ def measure_training(args) -> dict:
               flush=True)
     in_memory, streamed = statistics.median(memory_rates), statistics.median(pipeline_rates)
     print(f"{kind} on {hardware}, batch {batch_size}, crop {crop}, {data}: in memory {in_memory:.2f} steps/s, real "
-          f"pipeline {streamed:.2f} steps/s = {100 * streamed / in_memory:.0f}% (target >= 90%)")
+          f"pipeline {streamed:.2f} steps/s = {100 * streamed / in_memory:.0f}% of in memory")
     return {"model": kind, "config": args.config, "hardware": hardware, "batch_size": batch_size,
             "crop": list(crop) if crop else None, "steps": args.steps,
             "in_memory_steps_per_second": round(in_memory, 3), "pipeline_steps_per_second": round(streamed, 3),
