@@ -43,6 +43,41 @@ def test_fold_artifacts(tiny_run, kind):  # noqa: F811
     assert best_row["val_loss"] == pytest.approx(summary["best_value"]) == history["val_loss"].min()
     if kind == "seg":
         assert {f"val_pos_dice_{c}" for c in range(1, 5)} <= set(history.columns)
+        assert np.isnan(history["val_loss"][0]) and summary["best_epoch"] == 2  # validate_last 1: epoch 2 only
+
+
+@pytest.mark.parametrize("validate_last, schedule, expected", [
+    (None, "cosine", [1, 2, 3, 4, 5]), (2, "cosine", [4, 5]), (9, "cosine", [1, 2, 3, 4, 5]),
+    (2, "constant", [1, 2, 3, 4, 5]),
+])
+def test_validation_epochs(validate_last, schedule, expected):
+    from severstal.infra.schema import ClassifierSection
+    from severstal.nn.training import validation_epochs
+
+    assert validation_epochs(ClassifierSection(epochs=5, validate_last=validate_last, schedule=schedule)) == expected
+
+
+def test_only_validated_epochs_can_be_the_best(tmp_path):
+    from severstal.nn.callbacks import ResumeState, TrainingRecord, read_history
+    from severstal.nn.tfsetup import keras
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.Adam(1e-3), "mse")
+    record = TrainingRecord(tmp_path, "val_loss", "min", None, 4, ResumeState(0, None, None, 0), [3, 4])
+    record.set_model(model)
+    for epoch, logs in enumerate([{"loss": 1.0}, {"loss": 0.5}, {"loss": 0.4, "val_loss": 0.9},
+                                  {"loss": 0.3, "val_loss": 0.95}]):
+        record.on_epoch_begin(epoch)
+        record.on_epoch_end(epoch, logs)
+    history = read_history(tmp_path)
+    assert history["best"].tolist() == [0, 0, 1, 0]
+    assert history["val_loss"].isna().tolist() == [True, True, False, False]
+    assert (record.state.best_epoch, record.state.wait) == (3, 1)
+    rebuilt = rebuild_state(history.iloc[:2], "val_loss", "min")  # killed before the first validated epoch
+    assert (rebuilt.completed, rebuilt.best_value, rebuilt.best_epoch) == (2, None, None)
+    assert rebuild_state(history, "val_loss", "min").best_epoch == 3
+    with pytest.raises(KeyError, match="val_loss is not among the epoch's logs"):
+        record.on_epoch_end(3, {"loss": 0.2})  # a validated epoch without its value
 
 
 def test_weights_exclude_the_optimizer(tiny_run):  # noqa: F811

@@ -69,6 +69,7 @@ def tiny_overrides(data_dir: Path, folds_file: Path, models_dir: Path) -> list[s
         "paths.models": models_dir,
         "seg.scale": 1.0, "seg.crop": "[64, 128]", "seg.batch_size": 2, "seg.epochs": SEG_EPOCHS,
         "seg.decoder_filters": "[16, 8, 8, 8, 8]", "seg.early_stopping_patience": 5, "seg.warmup_epochs": 0,
+        "seg.validate_last": 1,  # epoch 1 trains only: the path of configs/demo.yaml's validate_last
         "cls.scale": 0.5, "cls.batch_size": 2, "cls.epochs": 1, "cls.dense_units": 8, "cls.warmup_epochs": 0,
         "inference.batch_size": 4, "inference.tta": "[none, hflip]",
     }

@@ -30,6 +30,8 @@ SEGMENTER_LOSSES = ("bce", "bce_dice", "focal", "focal_tversky")
 BCE_LOSSES = ("bce", "bce_dice", "focal")  # the losses with a (weighted) cross-entropy term
 CLASSIFIER_MONITORS = ("val_loss", "val_accuracy", "val_precision", "val_recall", "val_f1", "val_auc")
 SEGMENTER_MONITORS = ("val_tuned_dice", "val_loss", "val_dice")
+VALIDATE_LAST_HELP = ("validate (and pick the best epoch) in the last N epochs only, with schedule cosine, whose best "
+                      "epochs come in its annealed end; null: every epoch")
 PATIENCE_HELP = ("epochs without improvement before stopping, with schedule constant (a cosine schedule always runs "
                  "to its end); 0 or null: never")
 CROP_MULTIPLE = 32  # a U-Net halves its input five times
@@ -385,6 +387,7 @@ class ClassifierSection:
     warmup_epochs: int = key(1, integer(0), "epochs of linear warm-up")
     monitor: str = key("val_loss", choice(*CLASSIFIER_MONITORS), "the validation quantity that picks the best epoch")
     early_stopping_patience: int | None = key(None, optional(integer(0)), PATIENCE_HELP)
+    validate_last: int | None = key(None, optional(integer(1)), VALIDATE_LAST_HELP)
     augment: AugmentSection = section_of(_classifier_augment, "training augmentations")
 
 
@@ -425,6 +428,7 @@ class SegmenterSection:
                        "area per class, tune's grid) | val_dice (at 0.5, no post-processing) | val_loss | "
                        "val_pos_dice_K")
     early_stopping_patience: int | None = key(None, optional(integer(0)), PATIENCE_HELP)
+    validate_last: int | None = key(None, optional(integer(1)), VALIDATE_LAST_HELP)
     augment: AugmentSection = section_of(AugmentSection, "training augmentations")
 
 
@@ -671,6 +675,9 @@ def ineffective_keys(sections: Sections, kind: str) -> list[str]:
     if model.early_stopping_patience and model.schedule == "cosine":
         notes.append(f"{kind}.early_stopping_patience has no effect: a cosine schedule runs to its end (early "
                      "stopping applies with schedule constant)")
+    if model.validate_last is not None and model.schedule != "cosine":
+        notes.append(f"{kind}.validate_last has no effect: with schedule {model.schedule} every epoch is validated "
+                     "(early stopping needs them)")
     if model.crop is None and model.crop_non_empty > 0:
         notes.append(f"{kind}.crop_non_empty has no effect: {kind}.crop is null (whole images)")
     if kind == "seg":

@@ -91,7 +91,8 @@ class ResumeState:
 def rebuild_state(history: pd.DataFrame, monitor: str, mode: str) -> ResumeState:
     """The best value, its epoch and the epochs waited since, from history rows in epoch order."""
     best_value, best_epoch, wait = None, None, 0
-    for epoch, value in zip(history.get("epoch", []), history.get(monitor, []), strict=True):
+    values = history[monitor] if monitor in history else [math.nan] * len(history)  # none validated yet
+    for epoch, value in zip(history.get("epoch", []), values, strict=True):
         if is_better(float(value), best_value, mode):
             best_value, best_epoch, wait = float(value), int(epoch), 0
         else:
@@ -160,12 +161,16 @@ class TrainingRecord(keras.callbacks.Callback):
         patience: epochs without improvement before stopping (0 or None: never stop early).
         epochs: the planned number of epochs (for the summary).
         state: the :class:`ResumeState` to continue from.
+        validated: the 1-based epochs that are validated (default: all); the others are recorded
+            with their training metrics only and cannot become the best.
     """
 
-    def __init__(self, fold_dir, monitor: str, mode: str, patience: int | None, epochs: int, state: ResumeState):
+    def __init__(self, fold_dir, monitor: str, mode: str, patience: int | None, epochs: int, state: ResumeState,
+                 validated=None):
         super().__init__()
         self.fold_dir, self.monitor, self.mode = Path(fold_dir), monitor, mode
         self.patience, self.epochs, self.state = patience, epochs, state
+        self.validated = set(range(1, epochs + 1) if validated is None else validated)
         self.started = time.monotonic()
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -173,16 +178,18 @@ class TrainingRecord(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})
-        if self.monitor not in logs:
-            raise KeyError(f"{self.monitor} is not among the epoch's logs {sorted(logs)}")
-        value = float(logs[self.monitor])
-        improved = is_better(value, self.state.best_value, self.mode)
         number = epoch + 1
-        if improved:
-            save_weights_atomically(self.model, self.fold_dir / f"pending-best-epoch{number:04d}.weights.h5")
-            self.state.best_value, self.state.best_epoch, self.state.wait = value, number, 0
-        else:
-            self.state.wait += 1
+        improved = False
+        if number in self.validated:
+            if self.monitor not in logs:
+                raise KeyError(f"{self.monitor} is not among the epoch's logs {sorted(logs)}")
+            value = float(logs[self.monitor])
+            improved = is_better(value, self.state.best_value, self.mode)
+            if improved:
+                save_weights_atomically(self.model, self.fold_dir / f"pending-best-epoch{number:04d}.weights.h5")
+                self.state.best_value, self.state.best_epoch, self.state.wait = value, number, 0
+            else:
+                self.state.wait += 1
         self.state.completed = number
         learning_rate = float(keras.backend.get_value(self.model.optimizer.learning_rate))  # MirroredVariable-safe
         row = {"epoch": number, **{k: float(v) for k, v in sorted(logs.items())},

@@ -73,6 +73,13 @@ def early_stopping_patience(section: ClassifierSection | SegmenterSection) -> in
     return section.early_stopping_patience if section.schedule == "constant" else None
 
 
+def validation_epochs(section: ClassifierSection | SegmenterSection) -> list[int]:
+    """The 1-based epochs that are validated: the last ``validate_last`` of a cosine schedule, else all."""
+    epochs = section.epochs
+    first = epochs - section.validate_last + 1 if section.validate_last and section.schedule == "cosine" else 1
+    return list(range(max(first, 1), epochs + 1))
+
+
 def release_memory() -> None:
     """Free the previous fold's models, graphs and datasets before the next fold is built."""
     keras.backend.clear_session()
@@ -134,7 +141,11 @@ def train_fold(config: Config, kind: str, fold: int, fold_dir: Path, train_ids: 
     if completed:
         print(f"resuming after epoch {completed} of {epochs} (best {monitor} {state.best_value:.4f} at epoch "
               f"{state.best_epoch}, {state.wait} epoch(s) without improvement)", flush=True)
-    record = TrainingRecord(fold_dir, monitor, mode, patience, epochs, state)
+    validated = validation_epochs(section)
+    if len(validated) < epochs:
+        print(f"{kind} fold {fold}: validating epochs {validated[0]}-{epochs} (validate_last {len(validated)})",
+              flush=True)
+    record = TrainingRecord(fold_dir, monitor, mode, patience, epochs, state, validated)
     # the progress bar first, so that its end-of-epoch line is printed before the summary line
     callbacks = [keras.callbacks.ProgbarLogger(count_mode="steps"), record, ResumableBackup(fold_dir, record)]
     pause = PauseForTests.from_environment()
@@ -142,7 +153,7 @@ def train_fold(config: Config, kind: str, fold: int, fold_dir: Path, train_ids: 
         callbacks.append(pause)
     started = time.monotonic()
     if completed < epochs and not state.stopped(patience):
-        model.fit(train_data, steps_per_epoch=steps, epochs=epochs, validation_data=val_data,
+        model.fit(train_data, steps_per_epoch=steps, epochs=epochs, validation_data=val_data, validation_freq=validated,
                   callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)  # 2: one line per epoch in logs
     else:  # the run was killed after its last epoch was backed up: take the last state from the backup
         latest = tf.train.latest_checkpoint(str(fold_dir / BACKUP_DIR / "chief"))
