@@ -87,6 +87,12 @@ class ResumeState:
         """Whether early stopping has already fired."""
         return bool(patience) and self.completed > 0 and self.wait >= patience
 
+    def best_text(self, monitor: str) -> str:
+        """``best val_loss 0.1234 at epoch 3``, or that no epoch has been validated yet."""
+        if self.best_value is None:
+            return f"no {monitor} yet (no validated epoch)"
+        return f"best {monitor} {self.best_value:.4f} at epoch {self.best_epoch}"
+
 
 def rebuild_state(history: pd.DataFrame, monitor: str, mode: str) -> ResumeState:
     """The best value, its epoch and the epochs waited since, from history rows in epoch order."""
@@ -200,7 +206,7 @@ class TrainingRecord(keras.callbacks.Callback):
         print(epoch_summary(row, self.epochs, self.monitor, improved), flush=True)
         if self.state.stopped(self.patience):
             print(f"early stopping: no {self.monitor} improvement for {self.patience} epochs "
-                  f"(best {self.state.best_value:.4f} at epoch {self.state.best_epoch})", flush=True)
+                  f"({self.state.best_text(self.monitor)})", flush=True)
             self.model.stop_training = True
 
     def promote(self, epoch: int) -> None:

@@ -139,8 +139,8 @@ def train_fold(config: Config, kind: str, fold: int, fold_dir: Path, train_ids: 
     completed = saved_epoch_count(fold_dir)
     state = prepare_resume(fold_dir, completed, monitor, mode)
     if completed:
-        print(f"resuming after epoch {completed} of {epochs} (best {monitor} {state.best_value:.4f} at epoch "
-              f"{state.best_epoch}, {state.wait} epoch(s) without improvement)", flush=True)
+        print(f"resuming after epoch {completed} of {epochs} ({state.best_text(monitor)}, {state.wait} epoch(s) "
+              "without improvement)", flush=True)
     validated = validation_epochs(section)
     if len(validated) < epochs:
         print(f"{kind} fold {fold}: validating epochs {validated[0]}-{epochs} (validate_last {len(validated)})",
@@ -173,6 +173,6 @@ def train_fold(config: Config, kind: str, fold: int, fold_dir: Path, train_ids: 
     }
     write_atomically(fold_dir / FINISHED, json.dumps(summary, indent=2) + "\n")
     shutil.rmtree(fold_dir / BACKUP_DIR, ignore_errors=True)
-    print(f"{kind} fold {fold}: finished after {len(history)} epoch(s); best {monitor} {record.state.best_value:.4f} "
-          f"at epoch {record.state.best_epoch} -> {fold_dir / BEST_WEIGHTS}", flush=True)
+    print(f"{kind} fold {fold}: finished after {len(history)} epoch(s); {record.state.best_text(monitor)} "
+          f"-> {fold_dir / BEST_WEIGHTS}", flush=True)
     return summary
