@@ -88,17 +88,20 @@ common=(--config "$config")
 common+=("${overrides[@]}")
 
 started=""; [ -z "$from" ] && started=yes
+durations=()  # "stage N s", printed at the end
+stage_times() { [ ${#durations[@]} -gt 0 ] && printf '%s, ' "${durations[@]}" | sed 's/, $//'; }
 run_stage() {  # run_stage NAME COMMAND...: skip before --from, stop on failure
     local name="$1"; shift
     [ "$name" = "$from" ] && started=yes
     [ -n "$started" ] || { echo "== $name (skipped: before --from $from)"; return 0; }
     echo "== $name"
-    local status=0
+    local status=0 began=$SECONDS
     "$@" || status=$?
     if [ "$status" -ne 0 ]; then
         echo "run_all.sh: stage '$name' failed (exit $status); fix the error above, then re-run (finished stages are skipped) or use --from $name" >&2
         exit "$status"
     fi
+    durations+=("$name $((SECONDS - began)) s")
 }
 
 config_path() {  # config_path NAME: a path of the experiment (submission, test_images, test_labels, models)
@@ -149,7 +152,7 @@ from severstal.infra.images import image_names
 sys.exit(0 if image_names(sys.argv[1]) else 1)' "$test_dir"; then
     echo "== predict, validate, score, show (skipped: no test images in $test_dir; the trained folds and"
     echo "   thresholds are in $(config_path models)/; severstal predict --images DIR predicts any folder)"
-    echo "== done"
+    echo "== done in $SECONDS s ($(stage_times))"
     exit 0
 fi
 run_stage predict    "${SEVERSTAL[@]}" predict "${common[@]}" $force
@@ -165,4 +168,4 @@ if [ -n "$smoke" ]; then
 from pathlib import Path
 print(json.loads(Path(sys.argv[1]).read_text()).get("devices", "(devices not recorded)"))' "$(config_path models)/seg/fold0/training.json")"
 fi
-echo "== done"
+echo "== done in $SECONDS s ($(stage_times))"
