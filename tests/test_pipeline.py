@@ -282,6 +282,17 @@ def test_image_dataset_keeps_order_and_sizes(small_data):
     np.testing.assert_array_equal(batches[1][0][1].numpy()[0], read_image(small_data.paths[4], whole)[0].numpy())
 
 
+def test_every_stream_runs_without_autotuning(small_data):
+    # tf.data's autotuning thread sleeps up to a minute between rounds and a long stream's iterator
+    # waits for it when destroyed: model.fit returned up to 58 s after its last epoch
+    spec = input_spec(64, 256, 0.5)
+    streams = [training_dataset(small_data, "seg", SegmenterSection(crop=None), spec, 0, 4)[0],
+               validation_dataset(small_data, "seg", SegmenterSection(), spec, 4),
+               image_dataset(small_data.paths, [spec], 4)]
+    assert [stream.options().autotune.enabled for stream in streams] == [False, False, False]
+    assert streams[0].options().threading.max_intra_op_parallelism == 1
+
+
 def test_real_sample_masks(sample_dir):
     labels = read_table(sample_dir / "train.csv")
     ids = sorted(labels["ImageId"].unique())[:4]

@@ -8,10 +8,16 @@ then only the window is decoded from the JPEG (``tf.io.decode_and_crop_jpeg``, t
 full decode) and only the window's masks from the runs, and the flips, brightness/contrast and
 blackout run as TensorFlow ops (``augment.apply_plan``) in parallel ``map`` workers. Files are
 read again every epoch (the operating system caches them), so memory does not grow with them.
+
+Every stream runs with fixed parallelism (one ``map`` worker per core this process may use, two
+batches prefetched) rather than tf.data's autotuning: autotuning's background thread sleeps up to a
+minute between its rounds, and destroying the iterator of a stream that ran for minutes waits for
+it, so ``model.fit`` returned up to a minute after its last epoch.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,7 +32,12 @@ from ..infra.schema import AugmentSection, ClassifierSection, SegmenterSection
 from .augment import Augmenter, apply_plan
 from .tfsetup import tf
 
-AUTOTUNE = tf.data.AUTOTUNE
+PREFETCH_BATCHES = 2
+
+
+def map_workers() -> int:
+    """Parallel ``map`` calls of every stream: one per core this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -181,12 +192,21 @@ class _MaskStore:
         return runs
 
 
-def _streaming_options():
-    # Each element's ops run on one thread: the parallelism comes from the map's workers, and the
-    # model's own kernels keep the other threads (tf.data's performance guide recommends this).
+def _fixed_options(one_thread_per_element: bool = False):
+    """Options of every stream: autotuning off (see the module's docstring); optionally each element's
+    ops on one thread, the parallelism coming from the map's workers and the model's kernels keeping
+    the other threads (tf.data's performance guide recommends this for training streams)."""
     options = tf.data.Options()
-    options.threading.max_intra_op_parallelism = 1
+    options.autotune.enabled = False
+    if one_thread_per_element:
+        options.threading.max_intra_op_parallelism = 1
     return options
+
+
+def _parallel_map(dataset, load, batch_size: int, drop_remainder: bool = False, deterministic: bool = True):
+    """``dataset`` mapped by ``load`` in :func:`map_workers` parallel calls, batched and prefetched."""
+    dataset = dataset.map(load, num_parallel_calls=map_workers(), deterministic=deterministic)
+    return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(PREFETCH_BATCHES)
 
 
 def _sample_dataset(samples: Samples):
@@ -287,9 +307,8 @@ def training_dataset(samples: Samples, kind: str, section: ClassifierSection | S
         dataset = tf.data.Dataset.sample_from_datasets(
             [endless(group, seed + i) for i, group in enumerate(groups)], [1.0 / len(groups)] * len(groups),
             seed=seed)
-    dataset = dataset.map(load, num_parallel_calls=AUTOTUNE, deterministic=False)
-    dataset = dataset.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
-    return dataset.with_options(_streaming_options()), len(samples) // batch_size
+    dataset = _parallel_map(dataset, load, batch_size, drop_remainder=True, deterministic=False)
+    return dataset.with_options(_fixed_options(one_thread_per_element=True)), len(samples) // batch_size
 
 
 def validation_dataset(samples: Samples, kind: str, section: ClassifierSection | SegmenterSection, spec: InputSpec,
@@ -310,8 +329,7 @@ def validation_dataset(samples: Samples, kind: str, section: ClassifierSection |
         presence = tf.cast(tf.strings.length(rles) > 0, tf.float32)  # (4,)
         return image, tf.reduce_max(presence, keepdims=True) if binary else presence
 
-    dataset = _sample_dataset(samples).map(load, num_parallel_calls=AUTOTUNE)
-    return dataset.batch(batch_size).prefetch(AUTOTUNE)
+    return _parallel_map(_sample_dataset(samples), load, batch_size).with_options(_fixed_options())
 
 
 def image_dataset(paths, specs: Sequence[InputSpec], batch_size: int):
@@ -327,4 +345,4 @@ def image_dataset(paths, specs: Sequence[InputSpec], batch_size: int):
         return tuple(image for image, _ in decoded), decoded[0][1]
 
     dataset = tf.data.Dataset.from_tensor_slices([str(p) for p in paths])
-    return dataset.map(load, num_parallel_calls=AUTOTUNE).batch(batch_size).prefetch(AUTOTUNE)
+    return _parallel_map(dataset, load, batch_size).with_options(_fixed_options())
