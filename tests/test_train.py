@@ -74,8 +74,10 @@ def test_only_validated_epochs_can_be_the_best(tmp_path):
     assert history["val_loss"].isna().tolist() == [True, True, False, False]
     assert (record.state.best_epoch, record.state.wait) == (3, 1)
     rebuilt = rebuild_state(history.iloc[:2], "val_loss", "min")  # killed before the first validated epoch
-    assert (rebuilt.completed, rebuilt.best_value, rebuilt.best_epoch) == (2, None, None)
-    assert rebuild_state(history, "val_loss", "min").best_epoch == 3
+    assert (rebuilt.completed, rebuilt.best_value, rebuilt.best_epoch, rebuilt.wait) == (2, None, None, 0)
+    assert not rebuilt.stopped(2)  # unvalidated epochs are not waited for the patience
+    resumed = rebuild_state(history, "val_loss", "min")  # the live record's state, unvalidated epochs not waited
+    assert (resumed.completed, resumed.best_epoch, resumed.wait) == (4, 3, 1)
     with pytest.raises(KeyError, match="val_loss is not among the epoch's logs"):
         record.on_epoch_end(3, {"loss": 0.2})  # a validated epoch without its value
 

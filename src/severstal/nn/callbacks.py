@@ -81,7 +81,7 @@ class ResumeState:
     completed: int  # epochs already done
     best_value: float | None
     best_epoch: int | None  # 1-based, as in history.csv
-    wait: int  # epochs since the best one
+    wait: int  # validated epochs since the best one
 
     def stopped(self, patience: int | None) -> bool:
         """Whether early stopping has already fired."""
@@ -95,10 +95,15 @@ class ResumeState:
 
 
 def rebuild_state(history: pd.DataFrame, monitor: str, mode: str) -> ResumeState:
-    """The best value, its epoch and the epochs waited since, from history rows in epoch order."""
+    """The best value, its epoch and the validated epochs waited since, from history rows in epoch order.
+
+    Unvalidated epochs (``validate_last``: no ``monitor`` value) count for nothing, as in :class:`TrainingRecord`.
+    """
     best_value, best_epoch, wait = None, None, 0
     values = history[monitor] if monitor in history else [math.nan] * len(history)  # none validated yet
     for epoch, value in zip(history.get("epoch", []), values, strict=True):
+        if math.isnan(float(value)):
+            continue
         if is_better(float(value), best_value, mode):
             best_value, best_epoch, wait = float(value), int(epoch), 0
         else:
