@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     parser.add_argument("--measure", choices=("alone", "training"), default="alone")
     parser.add_argument("--model", choices=(*KINDS, "both"), default=None,
-                        help="alone: both (default); training: seg (default) or cls")
+                        help="alone: both (default); training: seg (default), cls or both (in one process)")
     parser.add_argument("--batches", type=int, default=40, help="alone: timed batches per run")
     parser.add_argument("--cores", choices=("one", "all", "both"), default="both",
                         help="alone: pinned to one core, on all cores, or both (default)")
@@ -100,7 +100,7 @@ def time_alone(args, kind: str) -> dict:
     """One run of the stream alone: crops per second over ``args.batches`` batches after a warm-up."""
     dataset, batch, crop, data = stream(args, kind)
     iterator = iter(dataset)
-    for _ in range(5):  # worker threads started, autotuning under way, file cache warm
+    for _ in range(5):  # worker threads started, file cache warm
         next(iterator)
     started = time.perf_counter()
     for _ in range(args.batches):
@@ -149,23 +149,40 @@ def measure_alone(args) -> dict:
 
 
 def measure_training(args) -> dict:
-    """Training steps per second of the config's model fed by the pipeline vs. from memory (alternating runs)."""
+    """Training steps per second of the config's models fed by the pipeline vs. from memory (alternating runs).
+
+    Returns:
+        ``{kind: figures}`` for each model measured (``--model``: seg by default, or cls, or both in one process).
+    """
     from severstal.infra.config import load_config
     from severstal.nn.hardware import configure_hardware
+    from severstal.nn.tfsetup import keras
+
+    config = load_config(args.config, args.overrides, args.data)
+    _, hardware = configure_hardware(config.hardware)
+    kinds = KINDS if args.model == "both" else (args.model or "seg",)
+    results = {}
+    for kind in kinds:
+        keras.utils.set_random_seed(config.seed)
+        results[kind] = {"model": kind, "config": args.config, "hardware": hardware,
+                         **training_rates(args, config, kind, hardware)}
+    return results
+
+
+def training_rates(args, config, kind: str, hardware: str) -> dict:
+    """Medians of ``args.repeats`` alternating timed fits of ``kind``'s model: in memory, then the real pipeline."""
     from severstal.nn.models import build_model
     from severstal.nn.tfsetup import keras, tf
     from severstal.nn.training import compile_model
 
-    kind = args.model if args.model in KINDS else "seg"
-    config = load_config(args.config, args.overrides, args.data)
-    keras.utils.set_random_seed(config.seed)
-    _, hardware = configure_hardware(config.hardware)
     section = config.model(kind)
     pipeline, batch_size, crop, data = stream(args, kind)
     batches = list(pipeline.take(args.steps))  # the same kind of batches, decoded and augmented beforehand
     images = tf.concat([x for x, _ in batches], axis=0)
     targets = tf.concat([y for _, y in batches], axis=0)
-    memory = tf.data.Dataset.from_tensor_slices((images, targets)).batch(batch_size).repeat().prefetch(2)
+    # drop_remainder: the pipeline's static batch shape, so both streams share one traced training step
+    memory = tf.data.Dataset.from_tensor_slices((images, targets)).batch(batch_size, drop_remainder=True)
+    memory = memory.repeat().prefetch(2)
     model = build_model(kind, section)
     compile_model(model, kind, section, args.steps, config.tune, jit_compile=config.hardware.xla)
     warm = max(1, args.warm)
@@ -189,13 +206,12 @@ def measure_training(args) -> dict:
     for repeat in range(args.repeats):
         memory_rates.append(rate(memory))
         pipeline_rates.append(rate(pipeline))
-        print(f"run {repeat + 1}: in memory {memory_rates[-1]:.2f} steps/s, pipeline {pipeline_rates[-1]:.2f} steps/s",
-              flush=True)
+        print(f"{kind} run {repeat + 1}: in memory {memory_rates[-1]:.2f} steps/s, pipeline "
+              f"{pipeline_rates[-1]:.2f} steps/s", flush=True)
     in_memory, streamed = statistics.median(memory_rates), statistics.median(pipeline_rates)
     print(f"{kind} on {hardware}, batch {batch_size}, crop {crop}, {data}: in memory {in_memory:.2f} steps/s, real "
-          f"pipeline {streamed:.2f} steps/s = {100 * streamed / in_memory:.0f}% of in memory")
-    return {"model": kind, "config": args.config, "hardware": hardware, "batch_size": batch_size,
-            "crop": list(crop) if crop else None, "steps": args.steps,
+          f"pipeline {streamed:.2f} steps/s = {100 * streamed / in_memory:.0f}% of in memory", flush=True)
+    return {"batch_size": batch_size, "crop": list(crop) if crop else None, "steps": args.steps,
             "in_memory_steps_per_second": round(in_memory, 3), "pipeline_steps_per_second": round(streamed, 3),
             "pipeline_fraction_of_in_memory": round(streamed / in_memory, 3)}
 
