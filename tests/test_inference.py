@@ -197,3 +197,53 @@ def test_oof_statistics_match_a_brute_force_computation(tiny_run):  # noqa: F811
             inside = (near & (truth[row, ..., channel] > 0)[None]).sum(axis=(1, 2))
             assert np.all(np.abs(saved["predicted_area"][row, channel, :, 0] - area[:, 0]) <= bound)
             assert np.all(np.abs(saved["intersection"][row, channel, :, 0] - overlap[:, 0]) <= inside)
+
+
+
+@pytest.mark.parametrize("overlap", [0, 24])
+def test_tiles_agree_with_the_whole_image_away_from_the_seams(tiny_run, overlap):  # noqa: F811
+    """An image twice the data set's size (64 x 400) in both directions, made of four of its training
+    images, predicted in tiles of that size and whole, by a segmenter of known reach: two 5 x 5
+    convolutions see 4 pixels around a pixel, so wherever every tile covering a pixel holds those 4
+    pixels (away from the seams) the tiles see what the whole image shows and must agree with it."""
+    from severstal.core.tiles import tile_grid
+    from severstal.nn.inference import tiled_probabilities
+
+    names = sorted(p.name for p in (tiny_run.data_dir / "train_images").iterdir())[:4]
+    parts = [cv2.cvtColor(cv2.imread(str(tiny_run.data_dir / "train_images" / n)), cv2.COLOR_BGR2RGB) for n in names]
+    mosaic = np.concatenate([np.concatenate(parts[:2], axis=1), np.concatenate(parts[2:], axis=1)])  # (128, 800, 3)
+    keras.utils.set_random_seed(0)
+    local = keras.Sequential([keras.Input((None, None, 3)), keras.layers.Rescaling(1 / 255),
+                              keras.layers.Conv2D(8, 5, padding="same", activation="relu"),
+                              keras.layers.Conv2D(4, 5, padding="same", activation="sigmoid")])
+    whole = local.predict_on_batch(mosaic[None])[0]  # (128, 800, 4)
+    ensemble = FoldEnsemble([fold_model("seg", local, size=(64, 400))], ["none"])
+    tiled = tiled_probabilities(ensemble, mosaic, overlap, batch_size=3)
+    assert tiled.shape == whole.shape
+    reach = 4
+    near_seam = np.zeros(mosaic.shape[:2], bool)
+    for top, left in tile_grid(mosaic.shape[:2], (64, 400), overlap):
+        for edge in (top, top + 64):
+            if 0 < edge < 128:
+                near_seam[max(0, edge - reach):edge + reach] = True
+        for edge in (left, left + 400):
+            if 0 < edge < 800:
+                near_seam[:, max(0, edge - reach):edge + reach] = True
+    assert 0.05 < near_seam.mean() < 0.5
+    # float32 kernels differ in the last bits with the batch's composition (see the OOF test): 1e-4
+    np.testing.assert_allclose(tiled[~near_seam], whole[~near_seam], atol=1e-4)
+    assert np.abs(tiled[near_seam] - whole[near_seam]).max() > 1e-3  # the seams do show: the check can fail
+
+
+def test_a_tiled_classifier_takes_each_class_at_its_most_probable_tile():
+    from severstal.nn.inference import tiled_probabilities
+
+    keras.utils.set_random_seed(1)
+    pointwise = keras.Sequential([keras.Input((None, None, 3)), keras.layers.Rescaling(1 / 255),
+                                  keras.layers.Conv2D(4, 1, activation="sigmoid"), keras.layers.GlobalMaxPooling2D()])
+    image = np.random.default_rng(2).integers(0, 256, (70, 130, 3)).astype(np.uint8)
+    ensemble = FoldEnsemble([fold_model("cls", pointwise, size=(32, 96))], ["none"])
+    tiled = tiled_probabilities(ensemble, image, overlap=8, batch_size=2)
+    np.testing.assert_allclose(tiled, pointwise.predict_on_batch(image[None])[0], atol=1e-6)  # max of maxima
+    with pytest.raises(ValueError, match="smaller than the tile"):
+        tiled_probabilities(ensemble, image[:31], overlap=8, batch_size=2)

@@ -9,7 +9,8 @@ flips on the device; only the mean comes back to the host, where it is resized o
 image's own size (256 x 1600 on Kaggle). The segmenter pads to multiples of 32 inside the network.
 Under mixed precision (``hardware.mixed_precision``, on a GPU) the models compute in float16 and the
 mean is taken in float32; the OOF statistics use this same path. A fold whose outputs are not
-finite (NaN weights) stops the prediction with a message naming it.
+finite (NaN weights) stops the prediction with a message naming it. An image larger than the data
+set's images is predicted in overlapping tiles of their size (:func:`tiled_probabilities`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 
 from ..core.constants import NUM_CLASSES
 from ..core.ensemble import FLIPS
+from ..core.tiles import blend, tile_grid
 from ..infra.artifacts import BEST_WEIGHTS, CONFIG_FILE, FoldState, Paths, fold_status, read_saved_config
 from ..infra.config import saved_config
 from ..infra.errors import ConfigError, UserError
@@ -189,3 +191,46 @@ def ensembled_batches(fold_models: dict[str, list[FoldModel]], paths: Sequence, 
                                                                                      strict=True)])
         yield start, outputs
         start += count
+
+
+def tiled_probabilities(ensemble: FoldEnsemble, image: np.ndarray, overlap: int, batch_size: int,
+                        tile_shape: Sequence[int] | None = None) -> np.ndarray:
+    """The fold- and flip-mean probabilities of one image larger than the data set's images, by tiles.
+
+    The image is cut into overlapping tiles (``core.tiles.tile_grid``) of ``tile_shape``, each
+    scaled to the models' input size as training scaled whole images (area resize), run through
+    ``ensemble`` ``batch_size`` tiles at a time, and for a segmenter scaled back and blended
+    (``core.tiles.blend``); a classifier's probability of a class is its highest over the tiles.
+
+    Args:
+        ensemble: one kind's :class:`FoldEnsemble`.
+        image: ``(height, width, 3)`` uint8, at least ``tile_shape`` in both directions.
+        overlap: the least overlap of neighbouring tiles, in the image's pixels.
+        batch_size: tiles per call of the ensemble.
+        tile_shape: (height, width) of a tile; default the data set's image size (``ensemble.spec.original``).
+
+    Returns:
+        A segmenter's ``(height, width, classes)`` float32, a classifier's ``(classes,)``.
+
+    Raises:
+        ValueError: the image is smaller than a tile, or a bad overlap or batch size.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected a (height, width, 3) uint8 image, got {image.shape} {image.dtype}")
+    tile_shape = tuple(int(n) for n in (tile_shape or ensemble.spec.original))
+    origins = tile_grid(image.shape[:2], tile_shape, overlap)
+    outputs = []
+    for first in range(0, len(origins), batch_size):
+        tiles = np.stack([image[top:top + tile_shape[0], left:left + tile_shape[1]]
+                          for top, left in origins[first:first + batch_size]])  # (tiles, tile h, tile w, 3)
+        if tile_shape != tuple(ensemble.spec.size):
+            tiles = tf.cast(tf.round(tf.image.resize(tiles, ensemble.spec.size, method="area")), tf.uint8)
+        outputs.append(ensemble(tiles, first))  # (tiles, h, w, classes) or (tiles, classes)
+    outputs = np.concatenate(outputs)
+    if ensemble.kind == "cls":
+        return outputs.max(axis=0)
+    scaled = np.stack([resize_probabilities(tile, tile_shape) for tile in outputs])  # (tiles, tile h, tile w, classes)
+    return blend(scaled, origins, image.shape[:2], overlap)
