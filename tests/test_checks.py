@@ -175,7 +175,8 @@ def test_stage_exit_codes(tmp_path, capsys, repo_root):
     root = make_data_dir(tmp_path / "clean")
     config = str(repo_root / "configs" / "demo.yaml")
     assert main(["--config", config, "--data", str(root)]) == 0
-    assert capsys.readouterr().out.startswith("data OK: ")
+    out = capsys.readouterr().out
+    assert out.startswith(f"layout: kaggle ({root})\n") and "\ndata OK: " in out
     for index in range(60):
         (root / "train_images" / f"bad{index:02d}.jpg").write_bytes(f"x{index}".encode())
     assert main(["--config", config, "--data", str(root)]) == 1

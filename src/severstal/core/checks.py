@@ -17,7 +17,7 @@ JPEG_START = b"\xff\xd8"
 JPEG_END = b"\xff\xd9"
 
 
-def check_image_bytes(data: bytes, shape: tuple[int, int] = (HEIGHT, WIDTH)) -> list[str]:
+def check_image_bytes(data: bytes, shape: tuple[int, int] | None = (HEIGHT, WIDTH)) -> list[str]:
     """Check one image file's content.
 
     A JPEG must end with the end-of-image marker FFD9 (optionally followed by zero padding): a
@@ -25,7 +25,7 @@ def check_image_bytes(data: bytes, shape: tuple[int, int] = (HEIGHT, WIDTH)) -> 
 
     Args:
         data: the file's bytes.
-        shape: expected ``(height, width)``.
+        shape: expected ``(height, width)``; None: any.
 
     Returns:
         Problems, e.g. ``["truncated: the JPEG has no end-of-image marker (FFD9)"]``.
@@ -37,7 +37,7 @@ def check_image_bytes(data: bytes, shape: tuple[int, int] = (HEIGHT, WIDTH)) -> 
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)  # (height, width)
     if image is None:
         return ["cannot be decoded as an image"]
-    if image.shape != tuple(shape):
+    if shape is not None and image.shape != tuple(shape):
         height, width = image.shape
         return [f"size {height} x {width} (height x width), expected {shape[0]} x {shape[1]}"]
     return []
@@ -99,3 +99,35 @@ def check_label_frame(frame: pd.DataFrame, image_ids: Iterable[str], source: str
         if error:
             problems.append(f"{where}: invalid EncodedPixels for class {class_id}: {error}")
     return problems
+
+
+def check_label_map(data: bytes, shape: tuple[int, int] | None, num_classes: int) -> tuple[list[str], set[int]]:
+    """Check one label-map PNG of the masks layout: single-channel, of its image's size, values 0..C.
+
+    Args:
+        data: the file's bytes.
+        shape: its image's ``(height, width)``; None: any.
+        num_classes: C, the number of classes (``classes.txt``): pixel value c in 1..C is class c, 0 no defect.
+
+    Returns:
+        ``(problems, classes)``: problems such as ``"pixel values 5, 7 are not classes 0..4 (classes.txt has 4)"``,
+        and the class numbers 1..C the map holds.
+    """
+    if not data:
+        return ["empty file"], set()
+    label_map = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if label_map is None:
+        return ["cannot be decoded as an image"], set()
+    if label_map.ndim != 2:
+        return [f"has {label_map.shape[2]} channels: a label map is a single-channel (grey) PNG whose pixel value "
+                "is the class number"], set()
+    problems = []
+    if shape is not None and label_map.shape != tuple(shape):
+        problems.append(f"size {label_map.shape[0]} x {label_map.shape[1]} (height x width) differs from its image's "
+                        f"{shape[0]} x {shape[1]}")
+    values = np.unique(label_map)
+    outside = values[values > num_classes]
+    if len(outside):
+        listed = ", ".join(str(int(v)) for v in outside[:10]) + (" ..." if len(outside) > 10 else "")
+        problems.append(f"pixel values {listed} are not classes 0..{num_classes} (classes.txt names {num_classes})")
+    return problems, {int(v) for v in values if 0 < v <= num_classes}

@@ -13,7 +13,7 @@ from ..core.checks import check_image_bytes, digest
 from ..core.constants import HEIGHT, WIDTH
 from .errors import UserError, format_problems
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 PROGRESS_FROM = 500  # image counts from which a scan shows a progress bar
 
 
@@ -40,7 +40,7 @@ def _scan_one(path: Path, shape: tuple[int, int]) -> tuple[list[str], str | None
 
 
 def scan_images(directory: str | os.PathLike, names: Iterable[str] | None = None, workers: int | None = None,
-                shape: tuple[int, int] = (HEIGHT, WIDTH), progress: bool | None = None
+                shape: tuple[int, int] | None = (HEIGHT, WIDTH), progress: bool | None = None
                 ) -> dict[str, tuple[list[str], str | None]]:
     """Read and check images in a thread pool.
 
@@ -48,7 +48,7 @@ def scan_images(directory: str | os.PathLike, names: Iterable[str] | None = None
         directory: the image folder.
         names: file names to check (default: every image in ``directory``).
         workers: threads (default: one per core).
-        shape: expected ``(height, width)``.
+        shape: expected ``(height, width)``; None: any.
         progress: show a progress bar (default: from 500 images on).
 
     Returns:
@@ -61,6 +61,23 @@ def scan_images(directory: str | os.PathLike, names: Iterable[str] | None = None
         results = pool.map(lambda name: _scan_one(directory / name, shape), names)
         return dict(zip(names, tqdm(results, total=len(names), desc=f"check {directory.name}",
                                     unit="img", disable=not show), strict=True))
+
+
+def image_sizes(directory: str | os.PathLike, names: Iterable[str], workers: int | None = None
+                ) -> dict[str, tuple[int, int] | None]:
+    """``{name: (height, width)}`` of images from their headers (no decoding); None where it cannot be read."""
+    from PIL import Image, UnidentifiedImageError
+
+    def size(name: str) -> tuple[int, int] | None:
+        try:
+            with Image.open(Path(directory) / name) as image:
+                return image.height, image.width
+        except (OSError, UnidentifiedImageError, ValueError):
+            return None
+
+    names = list(names)
+    with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
+        return dict(zip(names, pool.map(size, names), strict=True))
 
 
 def bad_images(directory: str | os.PathLike, names: Iterable[str] | None = None,

@@ -1,31 +1,37 @@
-"""Validate a data directory (Kaggle's layout) before training and report every problem at once.
+"""Validate a data directory before training and report every problem at once.
 
-Checks every image (readable, complete JPEG, of the config's size: 256 x 1600 on Kaggle), byte-identical
-duplicates, train.csv (columns, ClassIds, RLE, duplicate rows, rows naming missing images) and, when present,
-test_images/, sample_submission.csv and test_labels.csv. Exit 0 and a one-line summary when
-clean, 1 and the list of problems otherwise.
+The first line names the directory's layout (``infra.layouts``). Kaggle's: every image (readable,
+complete JPEG, of the config's size: 256 x 1600 on Kaggle), byte-identical duplicates, train.csv
+(columns, ClassIds, RLE, duplicate rows, rows naming missing images) and, when present,
+test_images/, sample_submission.csv and test_labels.csv. The masks layout: classes.txt, every image
+(readable, complete, all of one size), every label map (single-channel, of its image's size, pixel
+values 0..C, an image for each), classes that no mask holds, duplicates, and test_images/ and
+test_masks/ alike. Exit 0 and a one-line summary when clean, 1 and the list of problems otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
 
-from ..core.checks import check_label_frame, find_duplicates
+from ..core.checks import check_label_frame, check_label_map, find_duplicates
 from ..core.labels import non_empty
 from ..core.submission import check_submission
 from ..infra.artifacts import SAMPLE_SUBMISSION, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS
 from ..infra.commands import add_config_arguments, config_from_args, run_main
 from ..infra.errors import UserError, format_problems
-from ..infra.images import image_names, scan_images
+from ..infra.images import default_workers, image_names, image_sizes, scan_images
+from ..infra.layouts import CLASSES_FILE, TEST_MASKS, TRAIN_MASKS, class_names_problems, detect_layout
 from ..infra.tables import CSV_ERRORS, read_csv_text, read_table
 
 
 def _check_split(data_dir: Path, folder: str, workers: int | None, digests: dict[str, str],
-                 shape: tuple[int, int]) -> tuple[list[str], list[str]]:
+                 shape: tuple[int, int] | None) -> tuple[list[str], list[str]]:
     """Problems of an image folder and its image names; fills ``digests``."""
     names = image_names(data_dir / folder)
     if not names:
@@ -96,6 +102,84 @@ def check_data_directory(data_dir: Path, workers: int | None = None, shape: tupl
     return problems, f"{data_dir}: " + ", ".join(summary)
 
 
+def _check_label_maps(data_dir: Path, folder: str, image_folder: str, images: list[str],
+                      shape: tuple[int, int] | None, num_classes: int, workers: int | None
+                      ) -> tuple[list[str], Counter, int]:
+    """Problems of a label-map folder against its images; how many maps hold each class; how many maps."""
+    stems: dict[str, str] = {}
+    problems = []
+    for name in images:
+        stem = Path(name).stem
+        if stem in stems:
+            problems.append(f"{image_folder}/{name} and {stems[stem]}: two images of one stem would share the "
+                            f"label map {folder}/{stem}.png; rename one")
+        stems.setdefault(stem, name)
+    maps = sorted(entry.name for entry in (data_dir / folder).iterdir()) if (data_dir / folder).is_dir() else []
+    checkable = []
+    for name in maps:
+        if not name.lower().endswith(".png"):
+            problems.append(f"{folder}/{name}: not a PNG (label maps are single-channel PNGs named <image stem>.png)")
+        elif Path(name).stem not in stems:
+            problems.append(f"{folder}/{name}: a label map without an image (no {image_folder}/{Path(name).stem}.*)")
+        else:
+            checkable.append(name)
+
+    def check(name: str):
+        return check_label_map((data_dir / folder / name).read_bytes(), shape, num_classes)
+
+    counts: Counter = Counter()
+    with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
+        for name, (map_problems, classes) in zip(checkable, pool.map(check, checkable), strict=True):
+            problems += [f"{folder}/{name}: {problem}" for problem in map_problems]
+            counts.update(classes)
+    return problems, counts, len(checkable)
+
+
+def check_masks_directory(data_dir: Path, workers: int | None = None) -> tuple[list[str], str]:
+    """Check a data directory in the masks layout (``infra.layouts``).
+
+    The images' size is the most common one of the training images; an image of another size is a
+    problem, as is a label map of another size than its image's.
+
+    Returns:
+        ``(problems, summary)`` as :func:`check_data_directory`.
+    """
+    data_dir = Path(data_dir)
+    problems: list[str] = []
+    if (data_dir / CLASSES_FILE).is_file():
+        class_names, class_problems = class_names_problems((data_dir / CLASSES_FILE).read_text(errors="replace"))
+        problems += class_problems
+    else:
+        class_names = []
+        problems.append(f"{CLASSES_FILE} is missing: write the class names, one a line, class 1 first")
+    train_names = image_names(data_dir / TRAIN_IMAGES)
+    sizes = Counter(size for size in image_sizes(data_dir / TRAIN_IMAGES, train_names, workers).values() if size)
+    shape = sizes.most_common(1)[0][0] if sizes else None
+    digests: dict[str, str] = {}
+    split_problems, _ = _check_split(data_dir, TRAIN_IMAGES, workers, digests, shape)
+    problems += split_problems
+    map_problems, counts, map_count = _check_label_maps(data_dir, TRAIN_MASKS, TRAIN_IMAGES, train_names, shape,
+                                                        len(class_names), workers)
+    problems += map_problems
+    for number, name in enumerate(class_names, start=1):
+        if train_names and counts[number] == 0:
+            problems.append(f"class {number} ({name}) is in no label map of {TRAIN_MASKS}/: no model can learn it; "
+                            f"give it examples or remove it from {CLASSES_FILE} (renumbering the masks)")
+    summary = [f"layout masks, {len(class_names)} classes ({', '.join(class_names)})",
+               f"{len(train_names):,} train images" + (f" of {shape[0]} x {shape[1]}" if shape else ""),
+               f"{map_count:,} label maps"]
+    if (data_dir / TEST_IMAGES).exists():
+        test_problems, test_names = _check_split(data_dir, TEST_IMAGES, workers, digests, shape)
+        problems += test_problems
+        summary.append(f"{len(test_names):,} test images")
+        if (data_dir / TEST_MASKS).is_dir():
+            problems += _check_label_maps(data_dir, TEST_MASKS, TEST_IMAGES, test_names, shape, len(class_names),
+                                          workers)[0]
+            summary.append(f"{TEST_MASKS}/")
+    problems += find_duplicates(digests)
+    return problems, f"{data_dir}: " + ", ".join(summary)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="severstal check-data", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -108,7 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     data_dir = Path(config.data.dir)
-    problems, summary = check_data_directory(data_dir, args.workers, (config.data.height, config.data.width))
+    layout = detect_layout(data_dir)
+    print(f"layout: {layout} ({data_dir})", flush=True)
+    if layout == "kaggle":
+        problems, summary = check_data_directory(data_dir, args.workers, (config.data.height, config.data.width))
+    elif layout == "masks":
+        problems, summary = check_masks_directory(data_dir, args.workers)
+    else:
+        raise UserError(f"{data_dir} is in the folders layout, which check-data does not read yet")
     if not problems:
         print(f"data OK: {summary}")
         return 0
