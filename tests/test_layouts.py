@@ -140,3 +140,60 @@ def test_the_stage_names_the_layout(tmp_path, capsys, repo_root):
     cv2.imwrite(str(root / "train_masks" / "plate2.png"), np.full((HEIGHT, WIDTH), 7, np.uint8))
     assert main(["--config", config, "--data", str(root)]) == 1
     assert "train_masks/plate2.png: pixel values 7 are not classes 0..2" in capsys.readouterr().err
+
+
+def make_folders_dir(root, test="labelled"):
+    """train/healthy/ (2 images) and train/defective/ (1), of different sizes, and a test/ folder."""
+    rng = np.random.default_rng(1)
+    for folder, count in (("train/healthy", 2), ("train/defective", 1)):
+        (root / folder).mkdir(parents=True)
+        for index in range(count):
+            image = rng.integers(0, 256, (40 + index, 60, 3)).astype(np.uint8)
+            cv2.imwrite(str(root / folder / f"part{index}.jpg"), image)
+    if test == "labelled":
+        (root / "test" / "defective").mkdir(parents=True)
+        cv2.imwrite(str(root / "test" / "defective" / "new.png"), rng.integers(0, 256, (40, 60)).astype(np.uint8))
+    elif test == "unlabelled":
+        (root / "test").mkdir()
+        cv2.imwrite(str(root / "test" / "new.png"), rng.integers(0, 256, (40, 60)).astype(np.uint8))
+    return root
+
+
+@pytest.mark.parametrize("test, described", [("labelled", "1 labelled test images"),
+                                             ("unlabelled", "1 unlabelled test images")])
+def test_a_clean_folders_directory(tmp_path, test, described):
+    from severstal.stages.check_data import check_folders_directory
+
+    root = make_folders_dir(tmp_path, test)
+    assert check_folders_directory(root) == (
+        [], f"{root}: layout folders, 2 classes (defective 1, healthy 2 training images), {described}")
+
+
+def test_every_folders_problem_is_reported(tmp_path, capsys, repo_root):
+    from severstal.stages.check_data import check_folders_directory
+
+    root = make_folders_dir(tmp_path / "parts")
+    (root / "train" / "empty").mkdir()
+    (root / "train" / "loose.jpg").write_bytes((root / "train" / "healthy" / "part0.jpg").read_bytes())
+    (root / "train" / "defective" / "copy.jpg").write_bytes((root / "train" / "healthy" / "part1.jpg").read_bytes())
+    (root / "train" / "healthy" / "broken.jpg").write_bytes(b"junk")
+    (root / "test" / "cracked").mkdir()
+    cv2.imwrite(str(root / "test" / "cracked" / "x.png"), np.zeros((8, 8), np.uint8))
+    problems, _ = check_folders_directory(root)
+    assert problems == [
+        "train/empty/ is missing or holds no images",
+        "train/healthy/broken.jpg: cannot be decoded as an image",
+        "train/loose.jpg: a file outside the class folders (put each image in train/<class name>/)",
+        "test/cracked/: not a training class (defective, empty, healthy)",
+        "byte-identical images: train/defective/copy.jpg, train/healthy/part1.jpg",
+    ]
+    single = make_folders_dir(tmp_path / "single", test=None)
+    for image in (single / "train" / "defective").iterdir():
+        image.unlink()
+    (single / "train" / "defective").rmdir()
+    assert check_folders_directory(single)[0] == [
+        "train/ holds 1 class folder(s): a classifier needs at least two (for example train/healthy/ and "
+        "train/defective/)"]
+    assert main(["--config", str(repo_root / "configs" / "demo.yaml"), "--data", str(root)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"layout: folders ({root})") and "check-data found 5 problems" in captured.err

@@ -6,7 +6,10 @@ complete JPEG, of the config's size: 256 x 1600 on Kaggle), byte-identical dupli
 test_images/, sample_submission.csv and test_labels.csv. The masks layout: classes.txt, every image
 (readable, complete, all of one size), every label map (single-channel, of its image's size, pixel
 values 0..C, an image for each), classes that no mask holds, duplicates, and test_images/ and
-test_masks/ alike. Exit 0 and a one-line summary when clean, 1 and the list of problems otherwise.
+test_masks/ alike. The folders layout: at least two class folders, each holding images, every
+image readable and complete (any size), no file outside a class folder, no image in two classes,
+and test/ either labelled by the training classes' folders or a plain folder of images. Exit 0
+and a one-line summary when clean, 1 and the list of problems otherwise.
 """
 
 from __future__ import annotations
@@ -26,7 +29,15 @@ from ..infra.artifacts import SAMPLE_SUBMISSION, TEST_IMAGES, TEST_LABELS, TRAIN
 from ..infra.commands import add_config_arguments, config_from_args, run_main
 from ..infra.errors import UserError, format_problems
 from ..infra.images import default_workers, image_names, image_sizes, scan_images
-from ..infra.layouts import CLASSES_FILE, TEST_MASKS, TRAIN_MASKS, class_names_problems, detect_layout
+from ..infra.layouts import (
+    CLASSES_FILE,
+    FOLDERS_TEST,
+    FOLDERS_TRAIN,
+    TEST_MASKS,
+    TRAIN_MASKS,
+    class_names_problems,
+    detect_layout,
+)
 from ..infra.tables import CSV_ERRORS, read_csv_text, read_table
 
 
@@ -180,6 +191,52 @@ def check_masks_directory(data_dir: Path, workers: int | None = None) -> tuple[l
     return problems, f"{data_dir}: " + ", ".join(summary)
 
 
+def _check_class_folders(data_dir: Path, folder: str, workers: int | None, digests: dict[str, str]
+                         ) -> tuple[list[str], dict[str, int]]:
+    """Problems of ``folder/<class name>/<images>`` and the image count of each class folder."""
+    problems, counts = [], {}
+    for entry in sorted((data_dir / folder).iterdir(), key=lambda entry: entry.name):
+        if not entry.is_dir():
+            problems.append(f"{folder}/{entry.name}: a file outside the class folders (put each image in "
+                            f"{folder}/<class name>/)")
+            continue
+        split_problems, names = _check_split(data_dir, f"{folder}/{entry.name}", workers, digests, None)
+        problems += split_problems
+        counts[entry.name] = len(names)
+    return problems, counts
+
+
+def check_folders_directory(data_dir: Path, workers: int | None = None) -> tuple[list[str], str]:
+    """Check a data directory in the folders layout (``infra.layouts``): classification data, one folder per class.
+
+    Returns:
+        ``(problems, summary)`` as :func:`check_data_directory`.
+    """
+    data_dir = Path(data_dir)
+    digests: dict[str, str] = {}
+    problems, counts = _check_class_folders(data_dir, FOLDERS_TRAIN, workers, digests)
+    if len(counts) < 2:
+        problems.append(f"{FOLDERS_TRAIN}/ holds {len(counts)} class folder(s): a classifier needs at least two "
+                        f"(for example {FOLDERS_TRAIN}/healthy/ and {FOLDERS_TRAIN}/defective/)")
+    per_class = ", ".join(f"{name} {count:,}" for name, count in counts.items())
+    summary = [f"layout folders, {len(counts)} classes ({per_class} training images)"]
+    test = data_dir / FOLDERS_TEST
+    if test.is_dir():
+        subfolders = [entry.name for entry in test.iterdir() if entry.is_dir()]
+        if subfolders:
+            test_problems, test_counts = _check_class_folders(data_dir, FOLDERS_TEST, workers, digests)
+            problems += test_problems
+            problems += [f"{FOLDERS_TEST}/{name}/: not a training class ({', '.join(counts)})"
+                         for name in test_counts if name not in counts]
+            summary.append(f"{sum(test_counts.values()):,} labelled test images")
+        else:
+            test_problems, test_names = _check_split(data_dir, FOLDERS_TEST, workers, digests, None)
+            problems += test_problems
+            summary.append(f"{len(test_names):,} unlabelled test images")
+    problems += find_duplicates(digests)
+    return problems, f"{data_dir}: " + ", ".join(summary)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="severstal check-data", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -199,7 +256,7 @@ def run(args: argparse.Namespace) -> int:
     elif layout == "masks":
         problems, summary = check_masks_directory(data_dir, args.workers)
     else:
-        raise UserError(f"{data_dir} is in the folders layout, which check-data does not read yet")
+        problems, summary = check_folders_directory(data_dir, args.workers)
     if not problems:
         print(f"data OK: {summary}")
         return 0
