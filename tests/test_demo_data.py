@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import cv2
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -152,3 +153,64 @@ def test_the_stage_does_not_import_tensorflow():
     code = "import sys, severstal.stages.demo_data; print('tensorflow' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_masks_layout_demo_set(tmp_path, repo_root, capsys):
+    from severstal.core import synthetic_layouts
+    from severstal.stages.check_data import check_masks_directory
+
+    out = tmp_path / "plates"
+    assert run_stage(repo_root, out, "--layout", "masks", *SMALL) == 0
+    assert sorted(p.name for p in out.iterdir()) == [".demo.json", "classes.txt", "test_images", "test_masks",
+                                                      "train_images", "train_masks"]
+    assert (out / "classes.txt").read_text() == "scratch\ndent\nstain\n"
+    assert json.loads((out / ".demo.json").read_text())["layout"] == "masks"
+    plans = synthetic_layouts.plan_plates(12, 3, 0)
+    stems = [f"plate-train-{index:04d}" for index in range(12)]
+    assert sorted(p.name for p in (out / "train_images").iterdir()) == [f"{stem}.jpg" for stem in stems]
+    defective = [stem for stem, classes in zip(stems, plans, strict=True) if classes]
+    assert sorted(p.stem for p in (out / "train_masks").iterdir()) == defective
+    for stem, classes in zip(stems, plans, strict=True):
+        image = cv2.imread(str(out / "train_images" / f"{stem}.jpg"))
+        assert image.shape == (*synthetic_layouts.PLATE_SHAPE, 3)
+        if classes:
+            label_map = cv2.imread(str(out / "train_masks" / f"{stem}.png"), cv2.IMREAD_UNCHANGED)
+            _, expected = synthetic_layouts.plate(3, 0, stems.index(stem), classes)
+            assert label_map.dtype == "uint8" and (label_map == expected).all()  # PNG: lossless
+    problems, summary = check_masks_directory(out)
+    assert problems == [] and "3 classes (scratch, dent, stain), 12 train images of 192 x 320" in summary
+    capsys.readouterr()
+    assert run_stage(repo_root, out, "--layout", "masks", *SMALL) == 0
+    assert "already complete" in capsys.readouterr().out
+
+
+def test_folders_layout_demo_set(tmp_path, repo_root):
+    from severstal.core import synthetic_layouts
+    from severstal.stages.check_data import check_folders_directory
+
+    out = tmp_path / "parts"
+    assert run_stage(repo_root, out, "--layout", "folders", *SMALL) == 0
+    labels = synthetic_layouts.plan_parts(12, 3, 0)
+    for label in ("healthy", "defective"):
+        assert len(list((out / "train" / label).iterdir())) == labels.count(label)
+    assert sum(len(list((out / "test" / label).iterdir())) for label in ("healthy", "defective")) == 6
+    assert check_folders_directory(out)[0] == []
+
+
+def test_plates_and_parts_are_seeded_and_labelled_as_planned():
+    from severstal.core import synthetic_layouts
+
+    plans = synthetic_layouts.plan_plates(300, 0, 0)
+    assert 0.25 < sum(1 for p in plans if not p) / len(plans) < 0.42
+    assert {c for p in plans for c in p} == {1, 2, 3}
+    for index, classes in enumerate(plans[:40]):
+        image, label_map = synthetic_layouts.plate(0, 0, index, classes)
+        again, _ = synthetic_layouts.plate(0, 0, index, classes)
+        assert (image == again).all() and image.dtype == "uint8" and label_map.shape == image.shape[:2]
+        present = set(label_map[label_map > 0].tolist())
+        assert present <= set(classes) and bool(present) == bool(classes)  # a higher class may cover a lower one
+    labels = synthetic_layouts.plan_parts(300, 0, 0)
+    assert 0.35 < labels.count("defective") / 300 < 0.55
+    healthy = synthetic_layouts.part_image(np.random.default_rng(5), False)
+    defective = synthetic_layouts.part_image(np.random.default_rng(5), True)
+    assert healthy.shape == (*synthetic_layouts.PART_SHAPE, 3) and (healthy != defective).any()
