@@ -126,9 +126,9 @@ class FoldEnsemble:
         mean = tf.add_n(parts) / float(flips * len(self.fold_models))  # (batch, h, w, classes) or (batch, outputs)
         return mean, tf.stack(finite)
 
-    def __call__(self, images, start: int) -> np.ndarray:
+    def __call__(self, images, start: int, what: str = "images") -> np.ndarray:
         """The mean over folds and flips of a batch ``(batch, h, w, 3)`` uint8 at ``spec.size`` (``start``: its
-        first image's index, for messages); a classifier's as ``(batch, classes)``.
+        first image's index and ``what`` they are, for messages); a classifier's as ``(batch, classes)``.
 
         Raises:
             UserError: a fold's outputs are not finite.
@@ -136,7 +136,7 @@ class FoldEnsemble:
         mean, finite = self.function(images)
         for fold_model, ok in zip(self.fold_models, finite.numpy(), strict=True):
             if not ok:
-                raise UserError(f"{fold_model.label} predicts non-finite probabilities (NaN or infinity) for images "
+                raise UserError(f"{fold_model.label} predicts non-finite probabilities (NaN or infinity) for {what} "
                                 f"{start}..{start + len(images) - 1}: its weights {fold_model.fold_dir / BEST_WEIGHTS} "
                                 f"are broken (training diverged?). Re-run severstal train --model {fold_model.kind} "
                                 f"--fold {fold_model.fold} --force, or leave the fold out with --folds")
@@ -228,7 +228,7 @@ def tiled_probabilities(ensemble: FoldEnsemble, image: np.ndarray, overlap: int,
                           for top, left in origins[first:first + batch_size]])  # (tiles, tile h, tile w, 3)
         if tile_shape != tuple(ensemble.spec.size):
             tiles = tf.cast(tf.round(tf.image.resize(tiles, ensemble.spec.size, method="area")), tf.uint8)
-        outputs.append(ensemble(tiles, first))  # (tiles, h, w, classes) or (tiles, classes)
+        outputs.append(ensemble(tiles, first, "tiles"))  # (tiles, h, w, classes) or (tiles, classes)
     outputs = np.concatenate(outputs)
     if ensemble.kind == "cls":
         return outputs.max(axis=0)
