@@ -60,7 +60,7 @@ def test_check_label_map_by_hand():
     assert check_label_map(png(label_map), (HEIGHT, WIDTH), 3) == ([], {2, 3})
     assert check_label_map(png(label_map), None, 3) == ([], {2, 3})
     assert check_label_map(png(label_map), (HEIGHT, WIDTH + 1), 3)[0] == [
-        f"size {HEIGHT} x {WIDTH} (height x width) differs from its image's {HEIGHT} x {WIDTH + 1}"]
+        f"size {HEIGHT} x {WIDTH} (height x width), expected the images' {HEIGHT} x {WIDTH + 1}"]
     assert check_label_map(png(label_map), (HEIGHT, WIDTH), 2) == (
         ["pixel values 3 are not classes 0..2 (classes.txt names 2)"], {2})
     sixteen_bit = label_map.astype(np.uint16) * 300
@@ -114,7 +114,7 @@ def test_every_masks_problem_is_reported(tmp_path):
         "train_masks/plate1.png; rename one",
         "train_masks/notes.txt: not a PNG (label maps are single-channel PNGs named <image stem>.png)",
         "train_masks/orphan.png: a label map without an image (no train_images/orphan.*)",
-        f"train_masks/plate2.png: size {HEIGHT} x {WIDTH - 1} (height x width) differs from its image's "
+        f"train_masks/plate2.png: size {HEIGHT} x {WIDTH - 1} (height x width), expected the images' "
         f"{HEIGHT} x {WIDTH}",
         "train_masks/plate2.png: pixel values 5 are not classes 0..3 (classes.txt names 3)",
         "class 3 (hole) is in no label map of train_masks/: no model can learn it; give it examples or remove it "

@@ -102,11 +102,11 @@ def check_label_frame(frame: pd.DataFrame, image_ids: Iterable[str], source: str
 
 
 def check_label_map(data: bytes, shape: tuple[int, int] | None, num_classes: int) -> tuple[list[str], set[int]]:
-    """Check one label-map PNG of the masks layout: single-channel, of its image's size, values 0..C.
+    """Check one label-map PNG of the masks layout: single-channel, of the images' size, values 0..C.
 
     Args:
         data: the file's bytes.
-        shape: its image's ``(height, width)``; None: any.
+        shape: the images' ``(height, width)``; None: any.
         num_classes: C, the number of classes (``classes.txt``): pixel value c in 1..C is class c, 0 no defect.
 
     Returns:
@@ -123,7 +123,7 @@ def check_label_map(data: bytes, shape: tuple[int, int] | None, num_classes: int
                 "is the class number"], set()
     problems = []
     if shape is not None and label_map.shape != tuple(shape):
-        problems.append(f"size {label_map.shape[0]} x {label_map.shape[1]} (height x width) differs from its image's "
+        problems.append(f"size {label_map.shape[0]} x {label_map.shape[1]} (height x width), expected the images' "
                         f"{shape[0]} x {shape[1]}")
     values = np.unique(label_map)
     outside = values[values > num_classes]
