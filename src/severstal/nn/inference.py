@@ -9,8 +9,8 @@ flips on the device; only the mean comes back to the host, where it is resized o
 image's own size (256 x 1600 on Kaggle). The segmenter pads to multiples of 32 inside the network.
 Under mixed precision (``hardware.mixed_precision``, on a GPU) the models compute in float16 and the
 mean is taken in float32; the OOF statistics use this same path. A fold whose outputs are not
-finite (NaN weights) stops the prediction with a message naming it. An image larger than the data
-set's images is predicted in overlapping tiles of their size (:func:`tiled_probabilities`).
+finite (NaN weights) stops the prediction with a message naming it. :func:`tiled_probabilities`
+predicts an image larger than the data set's images in overlapping tiles of their size.
 """
 
 from __future__ import annotations
