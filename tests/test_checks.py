@@ -199,7 +199,8 @@ def real_data_dir(sample_dir: Path, root: Path) -> Path:
 def test_real_sample_passes(sample_dir, tmp_path, capsys, repo_root):
     root = real_data_dir(sample_dir, tmp_path / "real")
     assert main(["--config", str(repo_root / "configs" / "default.yaml"), "--data", str(root)]) == 0
-    assert capsys.readouterr().out == f"data OK: {root}: 16 train images, 14 with defects (17 masks)\n"
+    assert capsys.readouterr().out == (f"layout: kaggle ({root})\n"
+                                       f"data OK: {root}: 16 train images, 14 with defects (17 masks)\n")
     assert bad_images(root / "train_images", progress=False) == {}
 
 
