@@ -36,7 +36,8 @@ elapsed() { echo $(( $(date +%s) - $1 )); }
 gpus=0
 if command -v nvidia-smi >/dev/null 2>&1 || [ "${SEVERSTAL_TENSORFLOW:-}" = gpu ]; then
     gpus=$("$PY" -c 'import os; os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-import tensorflow as tf; print(len(tf.config.list_physical_devices("GPU")))' 2>/dev/null)
+import tensorflow as tf; print(len(tf.config.list_physical_devices("GPU")))' 2>/dev/null) || gpus=0
+    gpus=${gpus:-0}  # TensorFlow failed to start: the smoke run below says why
 fi
 offline=(--set seg.encoder_weights=none --set cls.encoder_weights=none)  # the speed does not depend on the weights
 if [ "$gpus" -gt 0 ]; then
