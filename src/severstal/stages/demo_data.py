@@ -127,31 +127,33 @@ def write_folders_set(directory: Path, settings: dict, progress) -> None:
             progress.update()
 
 
+def write_kaggle_set(directory: Path, settings: dict, progress) -> None:
+    """The Severstal-like strips of Kaggle's layout: images, label CSVs and the sample submission."""
+    plan = synthetic.plan_dataset(settings["train"], settings["test"], settings["seed"])
+    for split, specs in plan.items():
+        folder = directory / IMAGE_DIRS[split]
+        folder.mkdir()
+        rows = []
+        for spec in specs:
+            image, masks = synthetic.render(spec)  # (256, 1600, 3), (256, 1600, 4)
+            (folder / spec.image_id).write_bytes(encoded(image, ".jpg", spec.image_id, rgb=False))
+            rows += [(spec.image_id, class_id, encode(masks[..., class_id - 1])) for class_id in spec.classes]
+            progress.update()
+        labels = pd.DataFrame(sorted(rows), columns=list(LONG_COLUMNS))
+        labels.to_csv(directory / LABEL_FILES[split], index=False, lineterminator="\n")
+    sample_submission([spec.image_id for spec in plan["test"]]).to_csv(directory / SAMPLE_SUBMISSION, index=False,
+                                                                        lineterminator="\n")
+
+
+WRITERS = {"kaggle": write_kaggle_set, "masks": write_masks_set, "folders": write_folders_set}
+
+
 def write_demo_set(directory: Path, settings: dict) -> None:
     """Generate the demo set described by ``settings`` into ``directory`` (which must exist and be empty)."""
     layout = settings.get("layout", "kaggle")
-    if layout != "kaggle":
-        with tqdm(total=settings["train"] + settings["test"], desc=f"demo images ({layout})", unit="img") as progress:
-            (write_masks_set if layout == "masks" else write_folders_set)(directory, settings, progress)
-        marker = {"generator": GENERATOR, "version": VERSION, **settings}
-        (directory / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
-        return
-    plan = synthetic.plan_dataset(settings["train"], settings["test"], settings["seed"])
-    progress = tqdm(total=settings["train"] + settings["test"], desc="demo images", unit="img")
-    with progress:
-        for split, specs in plan.items():
-            folder = directory / IMAGE_DIRS[split]
-            folder.mkdir()
-            rows = []
-            for spec in specs:
-                image, masks = synthetic.render(spec)  # (256, 1600, 3), (256, 1600, 4)
-                (folder / spec.image_id).write_bytes(encoded(image, ".jpg", spec.image_id, rgb=False))
-                rows += [(spec.image_id, class_id, encode(masks[..., class_id - 1])) for class_id in spec.classes]
-                progress.update()
-            labels = pd.DataFrame(sorted(rows), columns=list(LONG_COLUMNS))
-            labels.to_csv(directory / LABEL_FILES[split], index=False, lineterminator="\n")
-    sample_submission([spec.image_id for spec in plan["test"]]).to_csv(directory / SAMPLE_SUBMISSION, index=False,
-                                                                        lineterminator="\n")
+    description = "demo images" if layout == "kaggle" else f"demo images ({layout})"
+    with tqdm(total=settings["train"] + settings["test"], desc=description, unit="img") as progress:
+        WRITERS[layout](directory, settings, progress)
     marker = {"generator": GENERATOR, "version": VERSION, **settings}
     (directory / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
 
