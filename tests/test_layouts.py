@@ -86,7 +86,7 @@ def make_masks_dir(root, test=True):
         label_map[5:9, 5 + index:20] = class_id
         cv2.imwrite(str(root / "train_masks" / f"plate{index}.png"), label_map)
     if test:
-        cv2.imwrite(str(root / "test_images" / "new0.tif"), rng.integers(0, 256, (HEIGHT, WIDTH)).astype(np.uint8))
+        cv2.imwrite(str(root / "test_images" / "new0.png"), rng.integers(0, 256, (HEIGHT, WIDTH)).astype(np.uint8))
         cv2.imwrite(str(root / "test_masks" / "new0.png"), np.zeros((HEIGHT, WIDTH), np.uint8))
     return root
 
