@@ -29,7 +29,7 @@ from ..infra.artifacts import BEST_WEIGHTS, CONFIG_FILE, FoldState, Paths, fold_
 from ..infra.config import saved_config
 from ..infra.errors import ConfigError, UserError
 from .models import build_model
-from .pipeline import InputSpec, image_dataset, input_spec
+from .pipeline import InputSpec, area_resize, image_dataset, input_spec
 from .tfsetup import keras, tf
 
 
@@ -227,7 +227,7 @@ def tiled_probabilities(ensemble: FoldEnsemble, image: np.ndarray, overlap: int,
         tiles = np.stack([image[top:top + tile_shape[0], left:left + tile_shape[1]]
                           for top, left in origins[first:first + batch_size]])  # (tiles, tile h, tile w, 3)
         if tile_shape != tuple(ensemble.spec.size):
-            tiles = tf.cast(tf.round(tf.image.resize(tiles, ensemble.spec.size, method="area")), tf.uint8)
+            tiles = area_resize(tiles, ensemble.spec.size)
         outputs.append(ensemble(tiles, first, "tiles"))  # (tiles, h, w, classes) or (tiles, classes)
     outputs = np.concatenate(outputs)
     if ensemble.kind == "cls":

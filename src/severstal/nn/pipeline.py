@@ -103,6 +103,11 @@ def read_image(path, spec: InputSpec):
     return decode_image(tf.io.read_file(path), spec)
 
 
+def area_resize(images, size):
+    """uint8 ``(..., h, w, 3)`` images resized to ``size`` = (height, width) by area averaging, rounded to uint8."""
+    return tf.cast(tf.round(tf.image.resize(images, size, method="area")), tf.uint8)
+
+
 def decode_image(contents, spec: InputSpec):
     """:func:`read_image` of a file's bytes."""
     def jpeg():
@@ -120,8 +125,7 @@ def decode_image(contents, spec: InputSpec):
 
     image, original = tf.cond(tf.io.is_jpeg(contents), jpeg, other)
     same = tf.reduce_all(tf.shape(image)[:2] == tf.constant(spec.size, tf.int32))
-    image = tf.cond(same, lambda: image, lambda: tf.cast(
-        tf.round(tf.image.resize(image, spec.size, method="area")), tf.uint8))
+    image = tf.cond(same, lambda: image, lambda: area_resize(image, spec.size))
     image = tf.ensure_shape(image, (*spec.size, 3))
     return image, original
 
