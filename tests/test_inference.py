@@ -146,8 +146,10 @@ def brute_force_statistics(probability, truth, thresholds, sizes):
     area = np.zeros((len(thresholds), len(sizes)), np.int64)
     overlap = np.zeros_like(area)
     for i, threshold in enumerate(thresholds):
-        count, labels, stats, _ = cv2.connectedComponentsWithStats((probability > threshold).astype(np.uint8),
-                                                                   connectivity=8)
+        # in the map's dtype, as postprocess.binarize documents: a float32 probability equal to float32(0.3)
+        # is above the float64 0.3 but not above the threshold the map's own precision can hold
+        binary = (probability > probability.dtype.type(threshold)).astype(np.uint8)
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
         for j, size in enumerate(sizes):
             kept = np.isin(labels, [k for k in range(1, count) if stats[k, cv2.CC_STAT_AREA] >= size])
             area[i, j], overlap[i, j] = kept.sum(), (kept & (truth > 0)).sum()
