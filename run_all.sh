@@ -5,7 +5,8 @@
 #   bash run_all.sh                 real data if present or downloadable, else the demo data
 #   bash run_all.sh --demo          the embedded demo data set (no Kaggle account needed)
 #   bash run_all.sh --kaggle        download the competition with the Kaggle API
-#   bash run_all.sh --data DIR      any directory in Kaggle's layout (demo config unless --config)
+#   bash run_all.sh --data DIR      a directory in the kaggle, masks or folders layout (README: Your own data;
+#                                   demo config, its sizes adapted to the data's, unless --config)
 #   bash run_all.sh --smoke         the real recipe at full resolution on 8 + 8 images of the real data
 #                                   (else the demo data, or --data DIR), 2 folds x 2 epochs: minutes
 #   options: --config FILE  --folds K  --from STAGE  --force  --gpus 0,1,...  --set SECTION.KEY=VALUE
@@ -63,7 +64,7 @@ case "$mode" in
     real)   config="${config:-configs/default.yaml}"; echo "data: the real competition data already in $real_dir" ;;
     kaggle) config="${config:-configs/default.yaml}"; echo "data: the real competition data, downloaded with your Kaggle credentials" ;;
     demo)   config="${config:-configs/demo.yaml}";    echo "data: the embedded demo data set (no Kaggle data here; bash run_all.sh --kaggle downloads the real one)" ;;
-    dir)    config="${config:-configs/demo.yaml}";    echo "data: $data_dir (Kaggle's layout)" ;;
+    dir)    config="${config:-configs/demo.yaml}";    echo "data: $data_dir (its layout is named by every stage)" ;;
 esac
 experiment=""; data_config="$config"  # data_config: the config the data stage reads
 if [ -n "$smoke" ]; then  # every stage on a copy of a few images of the source data
@@ -110,7 +111,7 @@ from severstal.infra.artifacts import Paths
 from severstal.infra.commands import add_config_arguments, config_from_args
 parser = argparse.ArgumentParser()
 add_config_arguments(parser)
-print(getattr(Paths(config_from_args(parser.parse_args(sys.argv[2:]))), sys.argv[1]))' "$1" "${common[@]}"
+print(getattr(Paths(config_from_args(parser.parse_args(sys.argv[2:]), announce=False)), sys.argv[1]))' "$1" "${common[@]}"
 }
 
 get_data() {  # the data stage: the chosen data set, and for --smoke its copy of a few images
@@ -124,6 +125,7 @@ get_data() {  # the data stage: the chosen data set, and for --smoke its copy of
     fi
 }
 run_stage data get_data
+layout="$(config_path layout)"  # kaggle, masks or folders (infra.layouts); an error names the three
 if [ -n "$smoke" ]; then  # ImageNet encoders where they can be had; else say so and go on without them
     echo "== encoder weights"
     if reason="$("${SEVERSTAL[@]}" weights "${common[@]}" 2>&1)"; then
@@ -156,12 +158,17 @@ sys.exit(0 if image_names(sys.argv[1]) else 1)' "$test_dir"; then
     exit 0
 fi
 run_stage predict    "${SEVERSTAL[@]}" predict "${common[@]}" $force
-run_stage validate   "${SEVERSTAL[@]}" validate "$submission" --images "$test_dir"
-if [ -f "$truth" ]; then
+if [ "$layout" = kaggle ]; then
+    run_stage validate "${SEVERSTAL[@]}" validate "$submission" --images "$test_dir"
+else
+    echo "== validate (skipped: it checks Kaggle submissions; the $layout layout's predictions are in $(config_path prediction_dir)/)"
+    truth="$(config_path test_masks)"
+fi
+if [ -e "$truth" ]; then
     run_stage score  "${SEVERSTAL[@]}" report "${common[@]}"
     run_stage show   "${SEVERSTAL[@]}" show --best-worst 3 "${common[@]}"
 else
-    echo "== score, show (skipped: no test_labels.csv, the test truth is not known)"
+    echo "== score, show (skipped: no $(basename "$truth"), the test truth is not known)"
 fi
 if [ -n "$smoke" ]; then
     echo "== smoke run passed: every stage of $config ran at full resolution; trained with $(.venv/bin/python -c 'import json, sys

@@ -184,7 +184,8 @@ def training_rates(args, config, kind: str, hardware: str) -> dict:
     memory = tf.data.Dataset.from_tensor_slices((images, targets)).batch(batch_size, drop_remainder=True)
     memory = memory.repeat().prefetch(2)
     model = build_model(kind, section)
-    compile_model(model, kind, section, args.steps, config.tune, jit_compile=config.hardware.xla)
+    compile_model(model, kind, section, args.steps, config.tune, config.data.num_classes,
+                  jit_compile=config.hardware.xla)
     warm = max(1, args.warm)
 
     class Timer(keras.callbacks.Callback):

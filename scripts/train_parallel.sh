@@ -57,7 +57,7 @@ parser = argparse.ArgumentParser(add_help=False)
 add_config_arguments(parser)
 arguments, _ = parser.parse_known_args(sys.argv[1:])
 try:
-    config = config_from_args(arguments)
+    config = config_from_args(arguments, announce=False)
 except UserError as error:
     sys.exit(f"error: {error}")
 print(config.folds.k, config.experiment)' "$@")"

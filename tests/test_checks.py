@@ -176,7 +176,8 @@ def test_stage_exit_codes(tmp_path, capsys, repo_root):
     config = str(repo_root / "configs" / "demo.yaml")
     assert main(["--config", config, "--data", str(root)]) == 0
     out = capsys.readouterr().out
-    assert out.startswith(f"layout: kaggle ({root})\n") and "\ndata OK: " in out
+    assert out.startswith(f"data: {root} (layout kaggle: 4 classes 1, 2, 3, 4; images 256 x 1600)\n") and \
+        "\ndata OK: " in out
     for index in range(60):
         (root / "train_images" / f"bad{index:02d}.jpg").write_bytes(f"x{index}".encode())
     assert main(["--config", config, "--data", str(root)]) == 1
@@ -199,7 +200,7 @@ def real_data_dir(sample_dir: Path, root: Path) -> Path:
 def test_real_sample_passes(sample_dir, tmp_path, capsys, repo_root):
     root = real_data_dir(sample_dir, tmp_path / "real")
     assert main(["--config", str(repo_root / "configs" / "default.yaml"), "--data", str(root)]) == 0
-    assert capsys.readouterr().out == (f"layout: kaggle ({root})\n"
+    assert capsys.readouterr().out == (f"data: {root} (layout kaggle: 4 classes 1, 2, 3, 4; images 256 x 1600)\n"
                                        f"data OK: {root}: 16 train images, 14 with defects (17 masks)\n")
     assert bad_images(root / "train_images", progress=False) == {}
 

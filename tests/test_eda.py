@@ -101,7 +101,7 @@ def test_overlay_rejects_bad_arguments(image_shape, masks_shape, options, messag
 def test_legend_handles_name_each_class_in_its_colour():
     handles = legend_handles()
     assert [h.get_label() for h in handles] == ["class 1", "class 2", "class 3", "class 4"]
-    np.testing.assert_allclose([h.get_facecolor()[:3] for h in handles], CLASS_COLOURS_RGB)
+    np.testing.assert_allclose([h.get_facecolor()[:3] for h in handles], CLASS_COLOURS_RGB[:4])
 
 
 # ---- the eda stage on tiny images -----------------------------------------------------------
@@ -139,7 +139,9 @@ def test_eda_stage_draws_then_skips_then_redraws(tmp_path, monkeypatch, capsys, 
 
     stamps = {p.name: p.stat().st_mtime_ns for p in out_dir.glob("*.png")}
     assert eda.main(argv) == 0
-    assert capsys.readouterr().out.strip().startswith("eda: reports/demo-tiny/eda (8 figures) is up to date")
+    first, second = capsys.readouterr().out.strip().splitlines()[:2]
+    assert first.startswith("data: tiny (layout kaggle: ")
+    assert second.startswith("eda: reports/demo-tiny/eda (8 figures) is up to date")
     assert stamps == {p.name: p.stat().st_mtime_ns for p in out_dir.glob("*.png")}
 
     assert eda.main([*argv, "--set", "seed=1"]) == 0  # the training seed does not shape the figures

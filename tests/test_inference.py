@@ -52,7 +52,7 @@ def test_any_size_is_padded_and_cropped_back(segmenter, height, width):
 
 def fold_model(kind, model, fold=0, head=None, size=(32, 96)):
     return FoldModel(kind, fold, model, input_spec(*size, 1.0), head or ("masks" if kind == "seg" else "multilabel"),
-                     Path(f"fold{fold}"))
+                     Path(f"fold{fold}"), 4)
 
 
 def brute_force_mean(models, images, flips, kind):
@@ -117,7 +117,7 @@ def test_resize_probabilities_and_binary_head():
     assert resized[:, :790, 0].min() == pytest.approx(0.75) and resized[:, 810:, 0].max() == pytest.approx(0.25)
     one = np.full((1, 64, 400, 1), 0.5, np.float32)[0]
     assert resize_probabilities(one, (128, 800)).shape == (128, 800, 1)
-    np.testing.assert_array_equal(class_probabilities(np.array([[0.2], [0.9]]), "binary"),
+    np.testing.assert_array_equal(class_probabilities(np.array([[0.2], [0.9]]), "binary", 4),
                                   [[0.2] * 4, [0.9] * 4])
 
 

@@ -136,7 +136,7 @@ def test_the_stage_names_the_layout(tmp_path, capsys, repo_root):
     config = str(repo_root / "configs" / "demo.yaml")
     assert main(["--config", config, "--data", str(root)]) == 0
     out = capsys.readouterr().out
-    assert out.startswith(f"layout: masks ({root})\n") and "data OK: " in out
+    assert out.startswith(f"data: {root} (layout masks: ") and "data OK: " in out
     cv2.imwrite(str(root / "train_masks" / "plate2.png"), np.full((HEIGHT, WIDTH), 7, np.uint8))
     assert main(["--config", config, "--data", str(root)]) == 1
     assert "train_masks/plate2.png: pixel values 7 are not classes 0..2" in capsys.readouterr().err
@@ -196,4 +196,4 @@ def test_every_folders_problem_is_reported(tmp_path, capsys, repo_root):
         "train/defective/)"]
     assert main(["--config", str(repo_root / "configs" / "demo.yaml"), "--data", str(root)]) == 1
     captured = capsys.readouterr()
-    assert captured.out.startswith(f"layout: folders ({root})") and "check-data found 5 problems" in captured.err
+    assert captured.out.startswith(f"data: {root} (layout folders: ") and "check-data found 5 problems" in captured.err

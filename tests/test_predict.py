@@ -140,7 +140,8 @@ def test_predictions_made_otherwise_than_tuned_are_refused(workspace, capsys, tm
     elsewhere = tmp_path / "submissions"
     assert predict.main(["--config", "config.yaml", "--force", "--set", f"paths.submissions={elsewhere}", *argv]) == 1
     output = capsys.readouterr()
-    assert output.out.startswith("TensorFlow ") and "float32" in output.out.splitlines()[0]
+    lines = output.out.splitlines()
+    assert lines[0].startswith("data: ") and lines[1].startswith("TensorFlow ") and "float32" in lines[1]
     assert "was tuned on out-of-fold predictions with flips none,hflip in float32; this predict would use " \
            f"{would_use}" in output.err and "severstal tune" in output.err
     assert not elsewhere.exists()

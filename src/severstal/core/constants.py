@@ -20,6 +20,8 @@ LONG_COLUMNS = ("ImageId", "ClassId", "EncodedPixels")  # train.csv since 2019-1
 SUBMISSION_COLUMNS = ("ImageId", "EncodedPixels", "ClassId")  # sample_submission.csv
 LEGACY_COLUMNS = ("ImageId_ClassId", "EncodedPixels")  # the 2019 layout
 
-CLASS_COLOURS_BGR = ((0, 200, 255), (255, 128, 0), (60, 60, 255), (0, 220, 0))
+# Severstal's four classes first, then more for other data sets (drawings handle at most this many classes).
+CLASS_COLOURS_BGR = ((0, 200, 255), (255, 128, 0), (60, 60, 255), (0, 220, 0), (255, 0, 200), (0, 128, 128),
+                     (200, 200, 0), (128, 0, 255), (0, 90, 180), (160, 160, 160), (90, 255, 160), (255, 190, 190))
 CLASS_COLOURS_RGB = tuple(tuple(c / 255 for c in reversed(bgr)) for bgr in CLASS_COLOURS_BGR)
 

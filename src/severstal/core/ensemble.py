@@ -225,7 +225,7 @@ def variant_masks(probabilities: np.ndarray, thresholds, classifier_probabilitie
         ``{variant: (256, 1600, 4) uint8 masks}`` for :data:`MASK_VARIANTS`; ``"gate"`` is the
         submission's post-processing.
     """
-    tuned = per_class_thresholds(thresholds)
+    tuned = per_class_thresholds(thresholds, probabilities.shape[-1])
     return {
         "empty": np.zeros(probabilities.shape, dtype=np.uint8),
         "raw": postprocess_masks(probabilities, DEFAULT_THRESHOLDS),

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .constants import CLASS_IDS, HEIGHT, LEGACY_COLUMNS, LONG_COLUMNS, NUM_CLASSES, SUBMISSION_COLUMNS, WIDTH
-from .rle import area, decode
+from .rle import area, decode, encode
 
 NORMAL_COLUMNS = ["ImageId", "ClassId", "EncodedPixels"]
 
@@ -166,3 +166,42 @@ def choose_examples(presence: pd.DataFrame, class_id: int, count: int, seed: int
         return candidates
     rng = np.random.default_rng([seed, class_id])
     return sorted(rng.choice(candidates, count, replace=False).tolist())
+
+
+# ----------------------------------------------------------------------------- label maps (the masks layout)
+
+def label_map_rows(image_id: str, label_map: np.ndarray, class_ids: Sequence[int]) -> list[tuple[str, int, str]]:
+    """The normal-frame rows ``(ImageId, ClassId, rle)`` of one label map (pixel value = class number, 0 = none).
+
+    Args:
+        image_id: the image's file name.
+        label_map: ``(height, width)`` integer array.
+        class_ids: the data set's classes ``1..C``; every class gets a row (``""`` when absent).
+    """
+    label_map = np.asarray(label_map)
+    if label_map.ndim != 2:
+        raise ValueError(f"a label map must be 2-D (height, width), got shape {label_map.shape}")
+    return [(image_id, int(class_id), encode(label_map == class_id)) for class_id in class_ids]
+
+
+def label_map_of(masks: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """One label map from per-class binary masks: where classes overlap, the most probable one.
+
+    Args:
+        masks: ``(height, width, C)`` 0/1 (or bool) masks after post-processing.
+        probabilities: ``(height, width, C)`` the probabilities they were made from.
+
+    Returns:
+        ``(height, width)`` uint8: 0 where no mask is set, else the class number 1..C of the set mask
+        with the highest probability (the lower class number on a tie).
+    """
+    masks, probabilities = np.asarray(masks).astype(bool), np.asarray(probabilities, np.float32)
+    if masks.shape != probabilities.shape or masks.ndim != 3:
+        raise ValueError(f"masks and probabilities must both be (height, width, classes), got {masks.shape} and "
+                         f"{probabilities.shape}")
+    if masks.shape[2] > 255:
+        raise ValueError(f"a uint8 label map holds at most 255 classes, got {masks.shape[2]}")
+    scores = np.where(masks, probabilities, -np.inf)  # (height, width, C)
+    label_map = (np.argmax(scores, axis=2) + 1).astype(np.uint8)
+    label_map[~masks.any(axis=2)] = 0
+    return label_map

@@ -2,7 +2,10 @@
 
 Layout (``paths.*`` of the config; ``<experiment>`` from the config, ``--data`` or ``--experiment``)::
 
-    <data.dir>/train.csv, train_images/, test_images/, sample_submission.csv [, test_labels.csv]
+    <data.dir>/                            in one of infra.layouts' layouts: kaggle (train.csv, train_images/,
+                                           test_images/, sample_submission.csv [, test_labels.csv]), masks
+                                           (classes.txt, train_images/, train_masks/, test_images/ [, test_masks/])
+                                           or folders (train/<class>/ [, test/])
     <data.folds_file>                      the folds (+ <stem>.config.yaml: the config that made them)
     models/<experiment>/<cls|seg>/fold<K>/ best.weights.h5, last.weights.h5, history.csv, curves.png,
                                            config.yaml, stamp.json, training.json (written last),
@@ -12,6 +15,8 @@ Layout (``paths.*`` of the config; ``<experiment>`` from the config, ``--data`` 
     reports/<experiment>/eda/, thresholds_class<N>.png, ablation.json, ablation_pairs.csv,
                          score_table.md, predictions/
     submissions/<experiment>/submission.csv, submission.meta.json, shards/part-<i>-of-<n>.csv
+    predictions/<experiment>/masks/<image stem>.png, masks.meta.json   (masks layout)
+    predictions/<experiment>/labels.csv, labels.meta.json              (folders layout)
     <each of models, reports, submissions>/<experiment>/.locks/   held while a stage writes there
 
 Here also: which config keys shape each output (what ``infra.stamps.decide`` compares), the state of
@@ -21,6 +26,7 @@ a trained fold, and the thresholds file as ``predict`` and ``bundle`` read it.
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import os
 import shutil
@@ -34,17 +40,21 @@ from ..core.ensemble import select_folds, shard_file_name
 from ..core.thresholds import thresholds_from_document
 from .config import Config, select
 from .errors import UserError
+from .layouts import (
+    SAMPLE_SUBMISSION,
+    TEST_IMAGES,
+    TEST_LABELS,
+    TEST_MASKS,
+    TRAIN_IMAGES,
+    TRAIN_LABELS,
+    TRAIN_MASKS,
+    LayoutError,
+    detect_layout,
+)
 from .oof_files import read_oof_stamp
-from .stamps import Stamp, file_fingerprint, read_stamp, stamp_differences
+from .stamps import Stamp, file_fingerprint, folder_fingerprint, read_stamp, stamp_differences
 
 # ----------------------------------------------------------------------------- file names
-
-# the data directory (Kaggle's layout)
-TRAIN_IMAGES = "train_images"
-TEST_IMAGES = "test_images"
-TRAIN_LABELS = "train.csv"
-TEST_LABELS = "test_labels.csv"
-SAMPLE_SUBMISSION = "sample_submission.csv"
 
 # a fold folder
 CONFIG_FILE = "config.yaml"
@@ -69,15 +79,15 @@ MODEL_NAMES = {"cls": "classifier", "seg": "segmenter"}
 
 # the config keys that shape each output (what a stage compares before reusing it)
 FOLDS_KEYS = ("folds.k", "folds.seed")
-EDA_KEYS = ("data.height", "data.width")
+EDA_KEYS = ("data.height", "data.width", "data.classes")
 OOF_KEYS = ("inference.tta", "tune.pixel_thresholds", "tune.min_component_sizes")
 TUNE_KEYS = ("tune", "folds.k")
-PREDICT_KEYS = ("inference.tta", "inference.folds")
+PREDICT_KEYS = ("inference.tta", "inference.folds", "inference.tile_size", "inference.tile_overlap")
 
 
 def training_keys(kind: str) -> tuple[str, ...]:
     """The config keys a trained fold of ``kind`` depends on (its inputs are the folds file and labels)."""
-    return (kind, "seed", "data.height", "data.width")
+    return (kind, "seed", "data.height", "data.width", "data.classes")
 
 
 class Paths:
@@ -92,11 +102,16 @@ class Paths:
         self.train_labels = self.data_dir / TRAIN_LABELS
         self.test_labels = self.data_dir / TEST_LABELS
         self.sample_submission = self.data_dir / SAMPLE_SUBMISSION
+        self.train_masks = self.data_dir / TRAIN_MASKS
+        self.test_masks = self.data_dir / TEST_MASKS
         self.folds_file = Path(config.data.folds_file)
         self.folds_config = self.folds_file.with_name(f"{self.folds_file.stem}.config.yaml")
         self.models = Path(config.paths.models) / experiment
         self.reports = Path(config.paths.reports) / experiment
         self.submissions = Path(config.paths.submissions) / experiment
+        self.prediction_dir = Path(config.paths.predictions) / experiment
+        self.prediction_masks = self.prediction_dir / "masks"
+        self.prediction_labels = self.prediction_dir / "labels.csv"
         self.thresholds = self.models / THRESHOLDS
         self.submission = self.submissions / SUBMISSION
         self.shards = self.submissions / "shards"
@@ -105,6 +120,18 @@ class Paths:
         self.ablation = self.reports / "ablation.json"
         self.ablation_pairs = self.reports / "ablation_pairs.csv"
         self.score_table = self.reports / "score_table.md"
+
+    @functools.cached_property
+    def layout(self) -> str:
+        """The data directory's layout (``kaggle``, ``masks``, ``folders``).
+
+        A directory in none of them (missing, or with test images only, as in a Kaggle notebook) counts as
+        Kaggle's: each stage then names the files it misses (``check-data`` names the layouts).
+        """
+        try:
+            return detect_layout(self.data_dir)
+        except LayoutError:
+            return "kaggle"
 
     def model_dir(self, kind: str) -> Path:
         """``models/<experiment>/<cls|seg>``."""
@@ -248,7 +275,7 @@ def read_thresholds(paths: Paths) -> dict:
     except ValueError as error:
         raise UserError(f"{path} is not valid JSON ({error}): run severstal tune --force") from None
     try:
-        settings = thresholds_from_document(document)
+        settings = thresholds_from_document(document, paths.config.data.num_classes)
     except ValueError as error:
         raise UserError(f"{path}: {error}; run severstal tune --force to tune it again") from None
     return {**document, "settings": settings}
@@ -365,8 +392,11 @@ def replace_folder(new: Path, target: Path) -> None:
 # ----------------------------------------------------------------------------- the stamps of a fold
 
 def data_inputs(paths: Paths) -> dict[str, str]:
-    """The fingerprints of what a fold is trained on: the folds file and the training labels."""
-    return {"folds file": file_fingerprint(paths.folds_file), "training labels": file_fingerprint(paths.train_labels)}
+    """The fingerprints of what a fold is trained on: the folds file and the training labels (``train.csv``, or the
+    masks layout's label maps)."""
+    masks = not paths.train_labels.is_file() and paths.train_masks.is_dir()  # the masks layout (infra.layouts)
+    labels = folder_fingerprint(paths.train_masks) if masks else file_fingerprint(paths.train_labels)
+    return {"folds file": file_fingerprint(paths.folds_file), "training labels": labels}
 
 
 def training_stamp(config: Config, paths: Paths, kind: str) -> Stamp:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from .config import DEFAULT_CONFIG, Config, load_config
 from .errors import UserError
+from .layouts import LayoutError, detect_layout
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, data: bool = True) -> None:
@@ -30,7 +31,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, data: bool = True) -> 
         parser.add_argument("--data", default=None, help="data directory in Kaggle's layout (default: the config's)")
 
 
-def config_from_args(args: argparse.Namespace, options: Mapping[str, tuple[str, object]] | None = None) -> Config:
+def config_from_args(args: argparse.Namespace, options: Mapping[str, tuple[str, object]] | None = None,
+                     announce: bool = True) -> Config:
     """The validated config of the standard options, with a stage's own options applied after ``--set``.
 
     Args:
@@ -38,10 +40,28 @@ def config_from_args(args: argparse.Namespace, options: Mapping[str, tuple[str, 
         options: ``{config key: (option name, value)}`` for options that set config keys, e.g.
             ``{"inference.tta": ("--tta", "none,hflip")}``; None values are left out. They are
             checked by the schema like ``--set`` values, and messages name the option.
+        announce: print the data line (:func:`data_line`) first, as every stage's first line of output.
     """
     extra = [(f"{key}={value}", f"{option} {value}: ") for key, (option, value) in (options or {}).items()
              if value is not None]
-    return load_config(args.config, [*args.overrides, *extra], getattr(args, "data", None), args.experiment)
+    config = load_config(args.config, [*args.overrides, *extra], getattr(args, "data", None), args.experiment)
+    line = data_line(config) if announce else None
+    if line:
+        print(line, flush=True)
+    return config
+
+
+def data_line(config: Config) -> str | None:
+    """``data: DIR (layout masks: 3 classes scratch, dent, stain; images 192 x 320)``: the first line of a stage
+    that reads the data; None when the data directory is not there (yet) or in no layout."""
+    try:
+        layout = detect_layout(config.data.dir)
+    except LayoutError:
+        return None
+    names = ", ".join(config.data.classes or ())
+    height, width = config.data.shape
+    return (f"data: {config.data.dir} (layout {layout}: {config.data.num_classes} classes {names}; images "
+            f"{height} x {width})")
 
 
 def add_inference_options(parser: argparse.ArgumentParser, flips: Sequence[str]) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -22,8 +23,11 @@ from typing import Any
 
 import yaml
 
+from ..core.constants import HEIGHT, WIDTH
 from .errors import ConfigError
+from .layouts import SEVERSTAL_CLASSES, LayoutError, data_facts
 from .schema import (
+    CROP_MULTIPLE,
     SECTIONS,
     TOP_LEVEL,
     ClassifierSection,
@@ -242,7 +246,89 @@ def load_config(
         origins["experiment"] = "--experiment: " if experiment else "--data: "
         if derived and "data.folds_file" not in overridden:  # an explicit override wins
             tree["data"]["folds_file"] = str(Path(str(tree["paths"]["folds"])) / f"{tree['experiment']}_folds.csv")
+    resolve_data(tree, origins, overridden)
     return config_from_tree(tree, name, str(path), lambda dotted: origins.get(dotted, f"{path}: "))
+
+
+def resolve_data(tree: dict, origins: dict[str, str], overridden: set[str]) -> None:
+    """Fill ``data.height``, ``data.width`` and ``data.classes`` left null from the data directory, in place,
+    and apply ``data.adapt_sizes``.
+
+    A directory that does not exist yet (before ``download`` or ``demo-data``) or is in no layout gives
+    Severstal's values; ``check-data`` names what is wrong with it.
+    """
+    data = tree["data"]
+    facts = None
+    if Path(str(data["dir"])).is_dir():
+        try:
+            facts = data_facts(str(data["dir"]))
+        except LayoutError:
+            facts = None
+    shape = facts.shape if facts is not None and facts.shape else (HEIGHT, WIDTH)
+    filled = {"height": shape[0], "width": shape[1],
+              "classes": list(facts.class_names) if facts is not None else list(SEVERSTAL_CLASSES)}
+    for name, value in filled.items():
+        if data[name] is None:
+            data[name] = value
+            origins[f"data.{name}"] = f"the data ({data['dir']}): "
+    if data["adapt_sizes"] is True and _is_size(data["height"]) and _is_size(data["width"]):
+        adapt_sizes(tree, (data["height"], data["width"]), origins, overridden)
+
+
+def _is_size(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def adapt_sizes(tree: dict, shape: tuple[int, int], origins: dict[str, str], overridden: set[str]) -> None:
+    """Scale the pixel sizes a config gives for Severstal's 256 x 1600 images to images of ``shape``, in place.
+
+    Each model's ``scale`` is multiplied so its scaled images hold as many pixels as at 256 x 1600
+    (at most 1); a training ``crop`` larger than the scaled image is cut to it (to a multiple of 32 for
+    the segmenter) and the ``batch_size`` raised by the pixels it lost (at most 4 times); ``tune``'s
+    ``min_component_sizes`` and ``min_areas`` are scaled by the ratio of the images' pixel counts. Keys
+    set with ``--set`` are left as they are. Nothing changes for 256 x 1600 images.
+    """
+    height, width = shape
+    if (height, width) == (HEIGHT, WIDTH):
+        return
+    origin = f"data.adapt_sizes (the data's {height} x {width} images): "
+    factor = math.sqrt(HEIGHT * WIDTH / (height * width))
+    for kind, multiple in (("cls", 1), ("seg", CROP_MULTIPLE)):
+        section = tree[kind]
+        if not _adaptable(section, ("scale", "crop", "batch_size")):
+            continue
+        if f"{kind}.scale" not in overridden:
+            section["scale"] = min(1.0, round(float(section["scale"]) * factor, 4))
+            origins[f"{kind}.scale"] = origin
+        scaled = (max(1, round(height * section["scale"])), max(1, round(width * section["scale"])))
+        crop = section["crop"]
+        if crop is None or f"{kind}.crop" in overridden:
+            continue
+        cut = [min(int(side), max(multiple, limit // multiple * multiple)) for side, limit in zip(crop, scaled,
+                                                                                                 strict=True)]
+        if cut != list(crop):
+            section["crop"] = cut
+            origins[f"{kind}.crop"] = origin
+            if f"{kind}.batch_size" not in overridden:
+                gain = min(4.0, crop[0] * crop[1] / (cut[0] * cut[1]))
+                section["batch_size"] = max(1, round(int(section["batch_size"]) * gain))
+                origins[f"{kind}.batch_size"] = origin
+    ratio = height * width / (HEIGHT * WIDTH)
+    for name in ("min_component_sizes", "min_areas"):
+        values = tree["tune"][name]
+        if f"tune.{name}" in overridden or not isinstance(values, list | tuple) or not all(
+                _is_size(value) or value == 0 for value in values):
+            continue
+        tree["tune"][name] = sorted({round(value * ratio) for value in values})
+        origins[f"tune.{name}"] = origin
+
+
+def _adaptable(section: Mapping, names: Sequence[str]) -> bool:
+    """Whether the values the adaptation reads are of the right types (else validation reports them as given)."""
+    scale, crop, batch = (section.get(name) for name in names)
+    good_crop = crop is None or (isinstance(crop, list | tuple) and len(crop) == 2 and all(_is_size(s) for s in crop))
+    return isinstance(scale, int | float) and not isinstance(scale, bool) and 0 < scale <= 1 and good_crop and \
+        _is_size(batch)
 
 
 def config_from_tree(tree: Mapping, name: str, source: str, where=None) -> Config:

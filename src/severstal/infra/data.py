@@ -15,17 +15,22 @@ from pathlib import Path
 import pandas as pd
 
 from ..core.ensemble import select_folds
-from ..core.labels import presence_table, rle_lookup
-from ..core.splits import FOLD_COLUMNS
+from ..core.labels import presence_columns, presence_table, rle_lookup
 from .artifacts import Paths
 from .errors import UserError
 from .images import image_names, usable_images
+from .label_maps import read_label_maps
 from .schema import RuleError, folds_choice
 from .tables import CSV_ERRORS, read_labels
 
 
 def training_labels(paths: Paths) -> pd.DataFrame:
-    """``train.csv`` of the data directory in the normal form."""
+    """The training labels in the normal form: Kaggle's ``train.csv``, or the masks layout's label maps."""
+    if paths.layout == "masks":
+        return read_label_maps(paths.train_masks, image_names(paths.train_images), paths.config.data.class_ids,
+                               "training label maps")
+    if paths.layout == "folders":
+        raise UserError(f"{paths.data_dir} holds classification data (the folders layout): it has no masks")
     if not paths.train_labels.is_file():
         raise UserError(f"{paths.train_labels} does not exist: the data directory must hold Kaggle's train.csv "
                         "(get the data with severstal download or severstal demo-data, or pass --data DIR)")
@@ -36,7 +41,7 @@ def training_set(paths: Paths) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The training labels and class presence of the images in ``train_images/`` (listed, not opened).
 
     Returns:
-        ``(labels, presence)``: the normal label frame and ``ImageId, has_1..has_4`` for every
+        ``(labels, presence)``: the normal label frame and ``ImageId, has_1..has_C`` for every
         image, sorted by name.
     """
     names = image_names(paths.train_images)
@@ -48,11 +53,11 @@ def training_set(paths: Paths) -> tuple[pd.DataFrame, pd.DataFrame]:
     if unknown:
         print(f"warning: {len(unknown)} image(s) in {paths.train_labels} are not in {paths.train_images} and are left "
               f"out (e.g. {unknown[0]}); severstal check-data lists them", file=sys.stderr)
-    return labels, presence_table(labels, names)
+    return labels, presence_table(labels, names, paths.config.data.class_ids)
 
 
 def read_folds(paths: Paths) -> pd.DataFrame:
-    """The folds file (``ImageId, fold, has_1..has_4``); UserError when it is missing or malformed."""
+    """The folds file (``ImageId, fold, has_1..has_C``); UserError when it is missing or malformed."""
     path = paths.folds_file
     if not path.is_file():
         raise UserError(f"folds file {path} does not exist: run severstal folds first "
@@ -62,9 +67,10 @@ def read_folds(paths: Paths) -> pd.DataFrame:
     except CSV_ERRORS as error:
         raise UserError(f"cannot read the folds file {path} ({error}): re-make it with severstal folds --force") \
             from None
-    if list(folds.columns) != FOLD_COLUMNS or not pd.api.types.is_integer_dtype(folds["fold"]):
-        raise UserError(f"{path} must have the columns {','.join(FOLD_COLUMNS)} with whole fold numbers: "
-                        "re-make it with severstal folds --force")
+    columns = ["ImageId", "fold", *presence_columns(paths.config.data.class_ids)]
+    if list(folds.columns) != columns or not pd.api.types.is_integer_dtype(folds["fold"]):
+        raise UserError(f"{path} must have the columns {','.join(columns)} with whole fold numbers (one has_<class> "
+                        f"column per class of the data set): re-make it with severstal folds --force")
     return folds
 
 
@@ -83,20 +89,24 @@ def split_ids(folds: pd.DataFrame, fold: int) -> tuple[list[str], list[str]]:
     return folds.loc[~validation, "ImageId"].tolist(), folds.loc[validation, "ImageId"].tolist()
 
 
-def test_truth(paths: Paths, images_dir: str | os.PathLike) -> dict[str, dict[int, str]] | None:
-    """The test truth ``{ImageId: {ClassId: rle}}`` when ``test_labels.csv`` exists and the default test images
-    are the ones predicted; None otherwise."""
-    if not paths.test_labels.is_file() or os.path.normpath(str(images_dir)) != os.path.normpath(str(paths.test_images)):
-        return None
-    return rle_lookup(read_labels(paths.test_labels, "test truth"))
+def truth_lookup(paths: Paths, images_dir: str | os.PathLike) -> dict[str, dict[int, str]] | None:
+    """The truth ``{ImageId: {ClassId: rle}}`` of the images in ``images_dir`` when the data directory has it.
 
-
-def label_source(paths: Paths, images_dir: str | os.PathLike) -> Path | None:
-    """The truth file of the images in ``images_dir``: test_labels.csv or train.csv of the data dir, if any."""
+    ``test_images/`` has it in ``test_labels.csv`` (Kaggle's layout) or ``test_masks/`` (the masks layout),
+    ``train_images/`` in ``train.csv`` or ``train_masks/``; any other folder has none (None).
+    """
     normal = os.path.normpath(str(images_dir))
-    for folder, labels in ((paths.test_images, paths.test_labels), (paths.train_images, paths.train_labels)):
-        if normal == os.path.normpath(str(folder)) and labels.is_file():
-            return labels
+    class_ids = paths.config.data.class_ids
+    masks = paths.layout == "masks"
+    for folder, labels, maps in ((paths.test_images, paths.test_labels, paths.test_masks),
+                                 (paths.train_images, paths.train_labels, paths.train_masks)):
+        if normal != os.path.normpath(str(folder)):
+            continue
+        if masks and maps.is_dir():
+            return rle_lookup(read_label_maps(maps, image_names(folder), class_ids, f"{maps.name} label maps"),
+                              class_ids)
+        if not masks and labels.is_file():
+            return rle_lookup(read_labels(labels, "truth"), class_ids)
     return None
 
 
@@ -131,11 +141,11 @@ class TrainingImages:
 
     @functools.cached_property
     def labels(self) -> pd.DataFrame:
-        """``train.csv`` in the normal form (a UserError when it is missing or malformed)."""
+        """The training labels in the normal form (a UserError when they are missing or malformed)."""
         return training_labels(self.paths)
 
     def check_labels(self) -> int:
-        """Read and check ``train.csv`` now, before anything slower runs (it is kept for the masks).
+        """Read and check the training labels now, before anything slower runs (they are kept for the masks).
 
         Returns:
             Its number of mask rows.
@@ -150,7 +160,7 @@ class TrainingImages:
     @functools.cached_property
     def lookup(self) -> dict[str, dict[int, str]]:
         """``{ImageId: {ClassId: rle}}`` of the training masks."""
-        return rle_lookup(self.labels)
+        return rle_lookup(self.labels, self.paths.config.data.class_ids)
 
     @functools.cached_property
     def excluded(self) -> set[str]:

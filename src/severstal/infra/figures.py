@@ -33,9 +33,16 @@ def save_figure(figure: Figure, path: str | os.PathLike, dpi: int = 100) -> Path
     return path
 
 
-def legend_handles(class_ids: Sequence[int] = CLASS_IDS) -> list[Patch]:
-    """Legend entries ``class N`` in each class's colour."""
-    return [Patch(facecolor=CLASS_COLOURS_RGB[class_id - 1], label=f"class {class_id}") for class_id in class_ids]
+def class_label(class_id: int, names: Sequence[str] | None = None) -> str:
+    """``class 2`` or, when the class has a name other than its number, ``class 2 (dent)``."""
+    name = names[class_id - 1] if names is not None and class_id <= len(names) else None
+    return f"class {class_id}" if name in (None, str(class_id)) else f"class {class_id} ({name})"
+
+
+def legend_handles(class_ids: Sequence[int] = CLASS_IDS, names: Sequence[str] | None = None) -> list[Patch]:
+    """Legend entries ``class N`` (with the class's name, if any) in each class's colour."""
+    return [Patch(facecolor=CLASS_COLOURS_RGB[class_id - 1], label=class_label(class_id, names))
+            for class_id in class_ids]
 
 
 # ----------------------------------------------------------------------------- training
@@ -105,17 +112,18 @@ def threshold_heatmap(table: np.ndarray, pixel_thresholds: Sequence[float], min_
 
 # ----------------------------------------------------------------------------- predictions
 
-def prediction_figure(panels: Sequence[tuple[str, np.ndarray]], title: str, class_ids: Sequence[int] = CLASS_IDS
-                      ) -> Figure:
+def prediction_figure(panels: Sequence[tuple[str, np.ndarray]], title: str, class_ids: Sequence[int] = CLASS_IDS,
+                      names: Sequence[str] | None = None) -> Figure:
     """Image panels stacked (prediction, truth), each with a caption, a title and a class legend.
 
     Args:
         panels: ``(caption, (H, W, 3) RGB uint8)`` per panel.
         title: the figure's title (image id and score).
         class_ids: classes in the legend.
+        names: the class names (legend), in class-number order.
     """
     height, width = panels[0][1].shape[:2]
-    figure_width = 16.0
+    figure_width = 16.0 if width >= 3 * height else 10.0  # strips across the page, plates narrower
     panel_height = figure_width * height / width
     figure = Figure(figsize=(figure_width, len(panels) * (panel_height + 0.45) + 0.6))
     axes = figure.subplots(len(panels), 1, squeeze=False)
@@ -124,7 +132,7 @@ def prediction_figure(panels: Sequence[tuple[str, np.ndarray]], title: str, clas
         axis.set_title(caption, fontsize=10, loc="left")
         axis.set_axis_off()
     figure.suptitle(title, fontsize=11, x=0.01, ha="left")
-    figure.legend(handles=legend_handles(class_ids), loc="upper right", ncol=len(class_ids), fontsize=9,
+    figure.legend(handles=legend_handles(class_ids, names), loc="upper right", ncol=len(class_ids), fontsize=9,
                   frameon=False)
     figure.tight_layout(rect=(0, 0, 1, 0.97))
     return figure

@@ -97,6 +97,15 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def content_sha256(path: str | os.PathLike) -> str:
+    """The hex SHA-256 of a file's bytes, or of a folder's file names and contents (the files directly in it)."""
+    path = Path(path)
+    if not path.is_dir():
+        return file_sha256(path)
+    files = sorted(entry.name for entry in os.scandir(path) if entry.is_file())
+    return text_sha256("\n".join(f"{name} {file_sha256(path / name)}" for name in files))
+
+
 def text_sha256(text: str) -> str:
     """The hex SHA-256 of a text's UTF-8 bytes."""
     return hashlib.sha256(text.encode()).hexdigest()

@@ -13,17 +13,31 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
-from .artifacts import TRAIN_IMAGES, TRAIN_LABELS
+from ..core.constants import CLASS_IDS, HEIGHT, WIDTH
 from .errors import UserError
+from .images import image_names, image_sizes
 
 LAYOUTS = ("kaggle", "masks", "folders")
+TRAIN_IMAGES = "train_images"
+TEST_IMAGES = "test_images"
+TRAIN_LABELS = "train.csv"
+TEST_LABELS = "test_labels.csv"
+SAMPLE_SUBMISSION = "sample_submission.csv"
 TRAIN_MASKS = "train_masks"
 TEST_MASKS = "test_masks"
 CLASSES_FILE = "classes.txt"
 FOLDERS_TRAIN = "train"
 FOLDERS_TEST = "test"
+SIZE_SAMPLE = 64  # images whose headers give a data set's image size (check-data checks every image)
+SEVERSTAL_CLASSES = tuple(str(class_id) for class_id in CLASS_IDS)
+
+
+class LayoutError(UserError):
+    """A data directory is missing or in none of the layouts."""
 
 
 def detect_layout(data_dir: str | os.PathLike) -> str:
@@ -34,7 +48,7 @@ def detect_layout(data_dir: str | os.PathLike) -> str:
     """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise UserError(f"data directory {data_dir} does not exist: run `severstal download` (Kaggle's data) or "
+        raise LayoutError(f"data directory {data_dir} does not exist: run `severstal download` (Kaggle's data) or "
                         "`severstal demo-data` (demo data), or pass --data DIR")
     if (data_dir / TRAIN_LABELS).is_file():
         return "kaggle"
@@ -43,7 +57,7 @@ def detect_layout(data_dir: str | os.PathLike) -> str:
     train = data_dir / FOLDERS_TRAIN
     if train.is_dir() and any(entry.is_dir() for entry in train.iterdir()):
         return "folders"
-    raise UserError(
+    raise LayoutError(
         f"{data_dir} is in none of the data layouts this project reads:\n"
         f"  kaggle:  {TRAIN_LABELS}, {TRAIN_IMAGES}/, test_images/, sample_submission.csv\n"
         f"  masks:   {TRAIN_IMAGES}/, {TRAIN_MASKS}/<image stem>.png (pixel value = class number, 0 = no defect), "
@@ -76,3 +90,64 @@ def class_names_problems(text: str) -> tuple[list[str], list[str]]:
     if not names:
         problems.append(f"{CLASSES_FILE} names no class: write one class name a line, class 1 first")
     return names, problems
+
+
+@dataclass(frozen=True)
+class DataFacts:
+    """What a data directory says about its data set.
+
+    Attributes:
+        layout: ``kaggle``, ``masks`` or ``folders``.
+        class_names: the classes in class-number order (Kaggle: ``1`` .. ``4``; masks: ``classes.txt``;
+            folders: the class folders, sorted by name).
+        shape: the images' ``(height, width)`` (Kaggle: 256 x 1600; else the most common size among
+            the first training images); None when there are no readable training images.
+    """
+
+    layout: str
+    class_names: tuple[str, ...]
+    shape: tuple[int, int] | None
+
+
+def class_folders(folder: str | os.PathLike) -> list[str]:
+    """The names of the subfolders of ``folder`` that hold images, sorted (the folders layout's classes)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(entry.name for entry in folder.iterdir() if entry.is_dir() and image_names(entry))
+
+
+def _common_size(folders: list[Path]) -> tuple[int, int] | None:
+    """The most common ``(height, width)`` among the first :data:`SIZE_SAMPLE` images of ``folders``."""
+    sizes: Counter = Counter()
+    for folder in folders:
+        names = image_names(folder)[:SIZE_SAMPLE]
+        sizes.update(size for size in image_sizes(folder, names).values() if size)
+    return sizes.most_common(1)[0][0] if sizes else None
+
+
+def data_facts(data_dir: str | os.PathLike) -> DataFacts:
+    """The layout, classes and image size of a data directory.
+
+    Raises:
+        UserError: the directory is in no layout, or its ``classes.txt`` cannot be read or has problems.
+    """
+    data_dir = Path(data_dir)
+    layout = detect_layout(data_dir)
+    if layout == "kaggle":
+        return DataFacts(layout, SEVERSTAL_CLASSES, (HEIGHT, WIDTH))
+    if layout == "folders":
+        names = class_folders(data_dir / FOLDERS_TRAIN)
+        return DataFacts(layout, tuple(names), _common_size([data_dir / FOLDERS_TRAIN / name for name in names]))
+    path = data_dir / CLASSES_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path} does not exist: a data directory in the masks layout names its classes there, "
+                        "one a line in class-number order (class 1 first)") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"cannot read {path} ({error}): write it as UTF-8 text, one class name a line") from None
+    names, problems = class_names_problems(text)
+    if problems:
+        raise UserError(f"{path}: " + "; ".join(problems))
+    return DataFacts(layout, tuple(names), _common_size([data_dir / TRAIN_IMAGES]))

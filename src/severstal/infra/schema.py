@@ -21,11 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..core.constants import CLASS_IDS, HEIGHT, WIDTH
 from ..core.ensemble import FLIPS
 
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 EFFICIENTNETS = tuple(f"efficientnetb{index}" for index in range(8))
-BACKBONES = RESNETS + EFFICIENTNETS
+BACKBONES = RESNETS + EFFICIENTNETS  # segmenter encoders and classifier backbones
+CLASSIFIER_BACKBONES = BACKBONES + ("inceptionv3",)  # the healthy/defective photo classifiers' usual choice
 SEGMENTER_LOSSES = ("bce", "bce_dice", "focal", "focal_tversky")
 BCE_LOSSES = ("bce", "bce_dice", "focal")  # the losses with a (weighted) cross-entropy term
 CLASSIFIER_MONITORS = ("val_loss", "val_accuracy", "val_precision", "val_recall", "val_f1", "val_auc")
@@ -212,6 +214,20 @@ def _scalar(text: str) -> Any:
     return text
 
 
+def label() -> Rule:
+    """A class name: non-empty text without commas or line breaks (a number is read as its text)."""
+    expects = "a class name (text without commas or line breaks)"
+
+    def convert(value):
+        if _is_integer(value):
+            value = str(value)
+        if not isinstance(value, str) or not value.strip() or any(c in value for c in ",\n\r"):
+            _fail(expects)
+        return value.strip()
+
+    return Rule(expects, convert, text=True)
+
+
 def crop(multiple: int = 1) -> Rule:
     """``null`` (the whole image) or ``[height, width]`` of positive integers (multiples of ``multiple``)."""
     sides = "positive integers" if multiple == 1 else f"positive multiples of {multiple}"
@@ -307,10 +323,34 @@ def section_of(default_factory: Callable[[], Any], help: str) -> Any:
 @dataclass(frozen=True)
 class DataSection:
     dir: str = key("data/severstal-steel-defect-detection", path(),
-                   "the data directory (Kaggle's layout: train.csv, train_images/, test_images/)")
+                   "the data directory, in the kaggle, masks or folders layout (README: Your own data)")
     folds_file: str = key("folds/folds.csv", path(), "the folds file every trainer reads")
-    height: int = key(256, integer(1), "image height in pixels")
-    width: int = key(1600, integer(1), "image width in pixels")
+    height: int | None = key(None, optional(integer(1)),
+                             "image height in pixels; null: from the data (Kaggle: 256; masks and folders: the "
+                             "training images')")
+    width: int | None = key(None, optional(integer(1)), "image width in pixels; null: from the data (Kaggle: 1600)")
+    classes: tuple[str, ...] | None = key(None, optional(sequence(label(), distinct=True, commas=True)),
+                                          "class names in class-number order; null: from the data (Kaggle: 1..4; "
+                                          "masks: classes.txt; folders: the class folders)")
+    adapt_sizes: bool = key(False, boolean(),
+                            "the models' scales, crops and batches and tune's areas are given for Severstal's 256 x "
+                            "1600 images: on data of another size, scale them to the same pixel counts")
+
+    # Loading a config fills height, width and classes from the data (infra.config.resolve_data); a config saved
+    # before these keys existed was made for Severstal's data, whose values the properties then give.
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(height, width)`` of the data set's images."""
+        return (HEIGHT if self.height is None else self.height), (WIDTH if self.width is None else self.width)
+
+    @property
+    def class_ids(self) -> tuple[int, ...]:
+        """The class numbers ``1..C``."""
+        return tuple(range(1, self.num_classes + 1))
+
+    @property
+    def num_classes(self) -> int:
+        return len(CLASS_IDS) if self.classes is None else len(self.classes)
 
 
 @dataclass(frozen=True)
@@ -319,6 +359,8 @@ class PathsSection:
     models: str = key("models", path(), "models/<experiment>/: trained folds and thresholds.json")
     reports: str = key("reports", path(), "reports/<experiment>/: figures and score tables")
     submissions: str = key("submissions", path(), "submissions/<experiment>/submission.csv")
+    predictions: str = key("predictions", path(),
+                           "predictions/<experiment>/: masks/<image stem>.png (masks layout), labels.csv (folders)")
 
 
 @dataclass(frozen=True)
@@ -364,9 +406,10 @@ def _classifier_augment() -> AugmentSection:
 
 @dataclass(frozen=True)
 class ClassifierSection:
-    head: str = key("multilabel", choice("multilabel", "binary"),
-                    "multilabel: one sigmoid per class; binary: defect / no defect")
-    backbone: str = key("resnet34", choice(*BACKBONES), "the classifier's backbone")
+    head: str = key("multilabel", choice("multilabel", "binary", "softmax"),
+                    "multilabel: one sigmoid per class; binary: defect / no defect; softmax: one class per image "
+                    "(the folders layout, where it is the default)")
+    backbone: str = key("resnet34", choice(*CLASSIFIER_BACKBONES), "the classifier's backbone")
     encoder_weights: str = key("imagenet", encoder_weights(), "imagenet | none | path/to/weights.h5")
     scale: float = key(1.0, number(0.0, 1.0, above=True), "images are resized by this factor in the input pipeline")
     crop: tuple[int, int] | None = key((224, 1568), crop(),
@@ -439,6 +482,10 @@ class InferenceSection:
                                sequence(choice(*FLIPS), distinct=True, commas=True),
                                "flips averaged for the OOF statistics and for the submission")
     folds: Any = key("all", folds_choice(), "all, or a list of fold numbers to ensemble")
+    tile_size: tuple[int, int] | None = key(None, crop(),
+                                            "[height, width] of the tiles of images larger than the data set's "
+                                            "(masks layout); null: the data set's image size")
+    tile_overlap: int = key(96, integer(0), "least overlap of neighbouring tiles, in pixels of the image")
 
 
 PIXEL_THRESHOLDS = (0.30, 0.35, 0.40, 0.45, 0.50, 0.55, 0.60, 0.65, 0.70, 0.75, 0.80)
@@ -640,8 +687,8 @@ def check_against_data(sections: Sections, num_classes: int, kind: str) -> list[
     problems = []
     model = getattr(sections, kind)
     if model.crop is not None:
-        height = max(1, round(sections.data.height * model.scale))
-        width = max(1, round(sections.data.width * model.scale))
+        height = max(1, round(sections.data.shape[0] * model.scale))
+        width = max(1, round(sections.data.shape[1] * model.scale))
         if model.crop[0] > height or model.crop[1] > width:
             problems.append(f"{kind}.crop: {model.crop[0]} x {model.crop[1]} is larger than the scaled image "
                             f"{height} x {width} (data.height x data.width x {kind}.scale)")

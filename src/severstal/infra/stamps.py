@@ -21,7 +21,7 @@ from typing import Any
 
 from .config import Config, select
 from .errors import ConfigError, format_problems
-from .files import file_sha256, text_sha256, write_json
+from .files import content_sha256, file_sha256, text_sha256, write_json
 from .schema import RuleError, defaults_tree, rule_of, to_tree
 
 
@@ -160,6 +160,11 @@ def images_fingerprint(directory: Path, names: Sequence[str]) -> str:
 def same_image_names(fingerprint: str, names: Sequence[str]) -> bool:
     """Whether an :func:`images_fingerprint` covers exactly ``names`` (wherever the folder is)."""
     return str(fingerprint).rsplit(": ", 1)[-1] == images_fingerprint(Path("."), names).rsplit(": ", 1)[-1]
+
+
+def folder_fingerprint(directory: Path) -> str:
+    """``sha256:<hex>`` of the names and contents of the files directly in a folder, or ``"missing"``."""
+    return f"sha256:{content_sha256(directory)}" if Path(directory).is_dir() else "missing"
 
 
 def file_fingerprint(path: Path) -> str:

@@ -19,7 +19,7 @@ from ..core.labels import normalise
 from ..core.submission import check_submission
 from .artifacts import SAMPLE_SUBMISSION, TEST_IMAGES, Paths
 from .errors import UserError, format_problems
-from .files import atomic_path, file_sha256, write_atomically, write_json
+from .files import atomic_path, content_sha256, write_atomically, write_json
 from .images import image_names
 
 CSV_ERRORS = (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError)
@@ -167,10 +167,10 @@ def write_ablation(paths: Paths, pairs: pd.DataFrame, submission: Path) -> Path:
     Args:
         paths: the experiment's paths.
         pairs: the per-(image, class) frame with every variant, ``final`` included.
-        submission: the submission file the ablation belongs to.
+        submission: the submission file (or label-map folder) the ablation belongs to.
     """
     write_atomically(paths.ablation_pairs, pairs.to_csv(index=False, float_format="%.8f", lineterminator="\n"))
-    document = ablation_document(pairs, paths.config.experiment_name, str(submission), file_sha256(submission),
+    document = ablation_document(pairs, paths.config.experiment_name, str(submission), content_sha256(submission),
                                  str(paths.ablation_pairs), datetime.now(UTC).isoformat(timespec="seconds"))
     write_json(paths.ablation, document)
     return paths.ablation

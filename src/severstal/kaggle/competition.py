@@ -20,10 +20,10 @@ from typing import Any
 from tqdm import tqdm
 
 from ..core.constants import COMPETITION, NUM_TEST_IMAGES, NUM_TRAIN_IMAGES
-from ..infra.artifacts import SAMPLE_SUBMISSION, TEST_IMAGES, TRAIN_IMAGES, TRAIN_LABELS
 from ..infra.errors import UserError
 from ..infra.files import write_json
 from ..infra.images import image_names
+from ..infra.layouts import SAMPLE_SUBMISSION, TEST_IMAGES, TRAIN_IMAGES, TRAIN_LABELS
 from ..infra.tables import CSV_ERRORS, read_table
 from .api import call_kaggle, load_client
 

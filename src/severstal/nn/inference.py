@@ -22,7 +22,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..core.constants import NUM_CLASSES
 from ..core.ensemble import FLIPS
 from ..core.tiles import blend, tile_grid
 from ..infra.artifacts import BEST_WEIGHTS, CONFIG_FILE, FoldState, Paths, fold_status, read_saved_config
@@ -43,14 +42,16 @@ class FoldModel:
     spec: InputSpec
     head: str  # "multilabel" or "binary" (classifier); "masks" (segmenter)
     fold_dir: Path
+    num_classes: int
 
     @property
     def label(self) -> str:
         return f"{self.kind} fold {self.fold}"
 
 
-def load_fold_model(paths: Paths, kind: str, fold: int, num_classes: int = NUM_CLASSES) -> FoldModel:
-    """Rebuild a fold's model from the config saved with it and load its best weights.
+def load_fold_model(paths: Paths, kind: str, fold: int) -> FoldModel:
+    """Rebuild a fold's model from the config saved with it (its classes, size and model keys) and load its
+    best weights.
 
     Raises:
         UserError: the fold has not finished training, its saved config is unusable, or its
@@ -67,6 +68,7 @@ def load_fold_model(paths: Paths, kind: str, fold: int, num_classes: int = NUM_C
     except ConfigError as error:
         raise UserError(f"{kind} fold {fold}: its saved config is not usable ({error}); {retrain}") from None
     section = config.model(kind)
+    num_classes = config.data.num_classes
     model = build_model(kind, section, num_classes, encoder_weights=False)  # every weight comes from the file
     weights = fold_dir / BEST_WEIGHTS
     try:
@@ -74,9 +76,9 @@ def load_fold_model(paths: Paths, kind: str, fold: int, num_classes: int = NUM_C
     except (OSError, ValueError) as error:  # h5py: truncated or not HDF5; Keras: layers or shapes differ
         raise UserError(f"{kind} fold {fold}: {weights} is truncated or not a weights file of this model "
                         f"({type(error).__name__}: {str(error).splitlines()[0][:200]}); {retrain}") from None
-    spec = input_spec(config.data.height, config.data.width, section.scale)
+    spec = input_spec(*config.data.shape, section.scale)
     head = section.head if kind == "cls" else "masks"
-    return FoldModel(kind, fold, model, spec, head, fold_dir)
+    return FoldModel(kind, fold, model, spec, head, fold_dir, num_classes)
 
 
 def flip_tensor(images, name: str):
@@ -103,12 +105,14 @@ class FoldEnsemble:
             raise ValueError("no fold models to ensemble")
         first = fold_models[0]
         for other in fold_models[1:]:
-            if (other.kind, other.spec, other.head) != (first.kind, first.spec, first.head):
+            if (other.kind, other.spec, other.head, other.num_classes) != (first.kind, first.spec, first.head,
+                                                                           first.num_classes):
                 raise UserError(f"{first.label} and {other.label} cannot be averaged: their saved configs differ in "
-                                f"image size or head ({first.spec.size}, {first.head} vs {other.spec.size}, "
-                                f"{other.head}); retrain one or choose folds with --folds")
+                                f"image size, head or classes ({first.spec.size}, {first.head}, {first.num_classes} "
+                                f"vs {other.spec.size}, {other.head}, {other.num_classes}); retrain one or choose "
+                                "folds with --folds")
         self.fold_models, self.tta = list(fold_models), list(tta)
-        self.kind, self.spec, self.head = first.kind, first.spec, first.head
+        self.kind, self.spec, self.head, self.num_classes = first.kind, first.spec, first.head, first.num_classes
         signature = tf.TensorSpec((None, *first.spec.size, 3), tf.uint8)
         self.function = tf.function(self._mean, input_signature=[signature], reduce_retracing=True)
 
@@ -141,7 +145,7 @@ class FoldEnsemble:
                                 f"are broken (training diverged?). Re-run severstal train --model {fold_model.kind} "
                                 f"--fold {fold_model.fold} --force, or leave the fold out with --folds")
         mean = mean.numpy()
-        return class_probabilities(mean, self.head) if self.kind == "cls" else mean
+        return class_probabilities(mean, self.head, self.num_classes) if self.kind == "cls" else mean
 
 
 def resize_probabilities(probabilities: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -153,7 +157,7 @@ def resize_probabilities(probabilities: np.ndarray, shape: tuple[int, int]) -> n
     return resized.reshape(height, width, probabilities.shape[-1])
 
 
-def class_probabilities(outputs: np.ndarray, head: str, num_classes: int = NUM_CLASSES) -> np.ndarray:
+def class_probabilities(outputs: np.ndarray, head: str, num_classes: int) -> np.ndarray:
     """Classifier outputs as ``(batch, classes)``: a binary head's one probability repeated for every class."""
     return np.repeat(outputs, num_classes, axis=1) if head == "binary" else outputs
 
@@ -191,6 +195,30 @@ def ensembled_batches(fold_models: dict[str, list[FoldModel]], paths: Sequence, 
                                                                                      strict=True)])
         yield start, outputs
         start += count
+
+
+def ensembled_tiles(fold_models: dict[str, list[FoldModel]], paths: Sequence, tta: Sequence[str], overlap: int,
+                    batch_size: int, tile_shape: Sequence[int] | None = None
+                    ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """The fold- and flip-mean probabilities of images larger than the data set's, one image at a time, by tiles.
+
+    Args:
+        fold_models: as :func:`ensembled_batches`.
+        paths: image files, each at least a tile in both directions.
+        tta: flips to average.
+        overlap: the least overlap of neighbouring tiles, in the image's pixels.
+        batch_size: tiles per call of an ensemble.
+        tile_shape: (height, width) of a tile; default the data set's image size.
+
+    Yields:
+        ``(index into paths, {kind: probabilities})``: a segmenter's ``(H, W, classes)`` at the image's size,
+        a classifier's ``(classes,)`` (each class at its most probable tile), as :func:`tiled_probabilities`.
+    """
+    ensembles = {kind: FoldEnsemble(models, tta) for kind, models in fold_models.items() if models}
+    for index, path in enumerate(paths):
+        image = tf.io.decode_image(tf.io.read_file(str(path)), channels=3, expand_animations=False).numpy()
+        yield index, {kind: tiled_probabilities(ensemble, image, overlap, batch_size, tile_shape)
+                      for kind, ensemble in ensembles.items()}
 
 
 def tiled_probabilities(ensemble: FoldEnsemble, image: np.ndarray, overlap: int, batch_size: int,

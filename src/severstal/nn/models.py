@@ -17,7 +17,7 @@ from classification_models.weights import WEIGHTS_COLLECTION
 from efficientnet import model as efficientnet_model
 
 from ..core.constants import NUM_CLASSES
-from ..infra.schema import BACKBONES, EFFICIENTNETS, ClassifierSection, SegmenterSection
+from ..infra.schema import CLASSIFIER_BACKBONES, EFFICIENTNETS, ClassifierSection, SegmenterSection
 from .tfsetup import keras, sm, tf
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -29,8 +29,8 @@ Fetcher = Callable[[str, str, str], str | Path]  # (file name, URL, file hash) -
 
 def check_backbone(name: str) -> str:
     """Return ``name`` if it is a supported backbone, else raise ValueError listing them."""
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+    if name not in CLASSIFIER_BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(CLASSIFIER_BACKBONES)}")
     return name
 
 
@@ -41,6 +41,13 @@ class WeightsFile:
     name: str
     url: str
     file_hash: str  # md5 (resnets) or sha256 (efficientnets); keras' get_file tells them apart by length
+
+
+# keras_applications.inception_v3's no-top weights (classification_models builds InceptionV3 from it)
+INCEPTION_V3_NO_TOP = WeightsFile(
+    "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    "https://github.com/fchollet/deep-learning-models/releases/download/v0.5/"
+    "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5", "bcbd6486424b2319ff4ef7d526e38f63")
 
 
 def imagenet_weights_file(backbone: str) -> WeightsFile:
@@ -54,6 +61,8 @@ def imagenet_weights_file(backbone: str) -> WeightsFile:
         The file's name, URL and hash, e.g. ``resnet34_imagenet_1000_no_top.h5``.
     """
     check_backbone(backbone)
+    if backbone == "inceptionv3":
+        return INCEPTION_V3_NO_TOP
     if backbone in EFFICIENTNETS:
         model_name = f"efficientnet-b{backbone.removeprefix('efficientnetb')}"
         name = f"{model_name}_weights_tf_dim_ordering_tf_kernels_autoaugment_notop.h5"
@@ -155,6 +164,8 @@ class ImageInput(keras.layers.Layer):
             mean = tf.constant(IMAGENET_MEAN, self.compute_dtype) * 255.0
             std = tf.constant(IMAGENET_STD, self.compute_dtype) * 255.0
             x = (x - mean) / std
+        elif self.backbone == "inceptionv3":  # keras_applications' "tf" mode: -1..1
+            x = x / 127.5 - 1.0
         return x
 
     def get_config(self):

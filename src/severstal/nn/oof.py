@@ -17,7 +17,6 @@ import pandas as pd
 from tqdm import tqdm
 
 from ..core import oofstats
-from ..core.constants import CLASS_IDS, NUM_CLASSES
 from ..core.labels import masks_for
 from ..core.metric import classification_groups, classification_summary, raw_dice, segmentation_summary
 from ..infra.artifacts import CONFUSION, METRICS, OOF, Paths
@@ -79,10 +78,11 @@ def compute_oof(config: Config, kind: str, fold: int, val_ids: list[str], lookup
         print(f"seg fold {fold} OOF at threshold 0.5, no post-processing: Dice {metrics['dice_at_0.5']:.4f}; "
               f"Dice on the images that have the class: {shown}", flush=True)
     else:
-        probabilities = np.concatenate([p for _, p in progress]) if val_ids else np.zeros((0, NUM_CLASSES))
-        truth = np.array([[c in lookup.get(i, {}) for c in CLASS_IDS] for i in val_ids], dtype=np.float32)
+        class_ids = config.data.class_ids
+        probabilities = np.concatenate([p for _, p in progress]) if val_ids else np.zeros((0, len(class_ids)))
+        truth = np.array([[c in lookup.get(i, {}) for c in class_ids] for i in val_ids], dtype=np.float32)
         save_classifier_oof(fold_dir / OOF, val_ids, fold, probabilities, stamp, precision)
-        summary = classification_summary(probabilities, truth.reshape(-1, NUM_CLASSES))
+        summary = classification_summary(probabilities, truth.reshape(-1, len(class_ids)))
         metrics["at_0.5"] = summary
         groups = classification_groups(probabilities.shape[1])
         save_figure(confusion_matrices(summary, groups, f"classifier fold {fold}, threshold 0.5"),

@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-from ..core.constants import NUM_CLASSES
 from ..infra.artifacts import BACKUP_DIR, BEST_WEIGHTS, CONFIG_FILE, CURVES, FINISHED, LAST_WEIGHTS, STAMP_FILE
 from ..infra.config import Config
 from ..infra.errors import UserError
@@ -41,12 +40,13 @@ from .tfsetup import keras, tf
 
 
 def compile_model(model: keras.Model, kind: str, section: ClassifierSection | SegmenterSection, steps_per_epoch: int,
-                  grid: TuneSection, jit_compile: bool = False, num_classes: int = NUM_CLASSES) -> keras.Model:
+                  grid: TuneSection, num_classes: int, jit_compile: bool = False) -> keras.Model:
     """Compile with Adam, the section's schedule, its loss and the metrics of its kind.
 
     Args:
         grid: the ``tune`` section: the segmenter's ``tuned_dice`` searches its pixel thresholds and
             minimum areas (full-size pixels, converted with the section's ``scale``).
+        num_classes: the data set's classes (the metrics' channels).
     """
     optimizer = keras.optimizers.Adam(learning_rate_schedule(section, steps_per_epoch))
     if kind == "seg":
@@ -110,8 +110,9 @@ def train_fold(config: Config, kind: str, fold: int, fold_dir: Path, train_ids: 
     strategy, hardware = configure_hardware(config.hardware)
     print(f"{kind} fold {fold}: {len(train_ids)} training / {len(val_ids)} validation images, seed {seed}, "
           f"{hardware}", flush=True)
-    spec = input_spec(config.data.height, config.data.width, section.scale)
-    train_samples = make_samples(train_ids, image_dir, lookup)
+    spec = input_spec(*config.data.shape, section.scale)
+    class_ids = config.data.class_ids
+    train_samples = make_samples(train_ids, image_dir, lookup, class_ids)
     if kind == "seg" and section.defect_images_only:
         train_samples = train_samples.subset(train_samples.presence().max(axis=1) > 0)
     batch_size, epochs = section.batch_size, section.epochs
@@ -123,14 +124,14 @@ def train_fold(config: Config, kind: str, fold: int, fold_dir: Path, train_ids: 
         raise UserError(f"{kind} fold {fold} has {len(train_samples)} training and {len(val_ids)} validation images: "
                         "a fold needs both (more images, or fewer folds with --set folds.k=K)")
     train_data, steps = training_dataset(train_samples, kind, section, spec, seed, batch_size)
-    val_data = validation_dataset(make_samples(val_ids, image_dir, lookup), kind, section, spec,
+    val_data = validation_dataset(make_samples(val_ids, image_dir, lookup, class_ids), kind, section, spec,
                                   config.inference.batch_size)
     with strategy.scope():
         try:
-            model = build_model(kind, section)
+            model = build_model(kind, section, len(class_ids))
         except ValueError as error:  # e.g. ImageNet weights that cannot be downloaded, a foreign weights file
             raise UserError(f"{kind}: {error}") from None
-        compile_model(model, kind, section, steps, config.tune, jit_compile=config.hardware.xla)
+        compile_model(model, kind, section, steps, config.tune, len(class_ids), jit_compile=config.hardware.xla)
     monitor, mode = monitor_of(section)
     patience = early_stopping_patience(section)
     fold_dir.mkdir(parents=True, exist_ok=True)

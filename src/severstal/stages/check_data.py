@@ -25,7 +25,6 @@ import pandas as pd
 from ..core.checks import check_label_frame, check_label_map, find_duplicates
 from ..core.labels import non_empty
 from ..core.submission import check_submission
-from ..infra.artifacts import SAMPLE_SUBMISSION, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS
 from ..infra.commands import add_config_arguments, config_from_args, run_main
 from ..infra.errors import UserError, format_problems
 from ..infra.images import default_workers, image_names, image_sizes, scan_images
@@ -33,7 +32,12 @@ from ..infra.layouts import (
     CLASSES_FILE,
     FOLDERS_TEST,
     FOLDERS_TRAIN,
+    SAMPLE_SUBMISSION,
+    TEST_IMAGES,
+    TEST_LABELS,
     TEST_MASKS,
+    TRAIN_IMAGES,
+    TRAIN_LABELS,
     TRAIN_MASKS,
     class_names_problems,
     detect_layout,
@@ -249,10 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     data_dir = Path(config.data.dir)
-    layout = detect_layout(data_dir)
-    print(f"layout: {layout} ({data_dir})", flush=True)
+    layout = detect_layout(data_dir)  # named in the first line (config_from_args), or an error naming the layouts
     if layout == "kaggle":
-        problems, summary = check_data_directory(data_dir, args.workers, (config.data.height, config.data.width))
+        problems, summary = check_data_directory(data_dir, args.workers, config.data.shape)
     elif layout == "masks":
         problems, summary = check_masks_directory(data_dir, args.workers)
     else:

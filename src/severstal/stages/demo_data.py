@@ -165,7 +165,7 @@ def describe(settings: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     options = {f"demo.{key}": (f"--{key}", getattr(args, key)) for key in ("train", "test", "seed")}
-    config = config_from_args(args, options)  # checked like the demo.* keys
+    config = config_from_args(args, options, announce=False)  # checked like the demo.* keys; writes the data
     settings = demo_settings(config)
     if args.layout != "kaggle":
         settings["layout"] = args.layout

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         available = bool(credential_sources())
         print("yes" if available else "no")
         return 0 if available else 1
-    target = Path(args.out) if args.out else Path(config_from_args(args).data.dir)
+    target = Path(args.out) if args.out else Path(config_from_args(args, announce=False).data.dir)
     with locks.hold(target.parent / LOCKS, target.name, f"the data directory {target}"):
         downloaded = download_competition(target)
     if downloaded:

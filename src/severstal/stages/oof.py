@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     paths = Paths(config)
     kind = args.model
-    images = TrainingImages(paths, (config.data.height, config.data.width), args.skip_bad)
+    images = TrainingImages(paths, config.data.shape, args.skip_bad)
     images.check_labels()
     if config.hardware.require_gpu:  # stop before the folds are read or anything is written when there is no GPU
         from ..nn.hardware import announce_devices

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -46,7 +47,7 @@ from ..core.ensemble import (
     shard_ids,
     variant_masks,
 )
-from ..core.labels import masks_for
+from ..core.labels import label_map_of, label_map_rows, masks_for
 from ..core.metric import score_pairs
 from ..core.postprocess import ClassThresholds, postprocess_masks
 from ..infra import locks
@@ -58,14 +59,16 @@ from ..infra.artifacts import (
     check_predicted_like,
     ensemble_folds,
     read_thresholds,
+    replace_folder,
     sidecar_path,
 )
 from ..infra.commands import add_config_arguments, add_inference_options, config_from_args, inference_options, run_main
 from ..infra.config import Config
-from ..infra.data import test_truth
+from ..infra.data import truth_lookup
 from ..infra.errors import UserError, format_problems
 from ..infra.files import write_atomically, write_json
-from ..infra.images import bad_images, image_names
+from ..infra.images import bad_images, image_names, image_sizes
+from ..infra.label_maps import label_map_path, write_label_map
 from ..infra.stamps import Action, Stamp, decide, file_fingerprint, images_fingerprint, read_sidecar
 from ..infra.tables import write_ablation, write_submission
 
@@ -85,20 +88,32 @@ def predict_stamp(config: Config, paths: Paths, ensemble: Ensemble, layout: str,
 
 
 def postprocess_image(image_id: str, probabilities: np.ndarray, thresholds: list[ClassThresholds],
-                      classifier_probabilities: np.ndarray | None, ablation: bool):
-    """The submission rows of one image and its masks: ``"gate"`` (the submission's) and, when ``ablation``,
-    the other variants."""
+                      classifier_probabilities: np.ndarray | None, ablation: bool, label_maps: Path | None):
+    """The rows of one image and its masks: ``"gate"`` (the submission's) and, when ``ablation``, the other variants.
+
+    With ``label_maps`` (the masks layout) the image's label map is written there (overlapping classes go to
+    the most probable one) and the rows are the label map's.
+    """
     if ablation:
         masks = variant_masks(probabilities, thresholds, classifier_probabilities)
     else:
         masks = {"gate": postprocess_masks(probabilities, thresholds, classifier_probabilities)}
-    return mask_rows(image_id, masks["gate"]), masks
+    if label_maps is None:
+        return mask_rows(image_id, masks["gate"]), masks
+    label_map = label_map_of(masks["gate"], probabilities)
+    write_label_map(label_map_path(label_maps, image_id), label_map)
+    return label_map_rows(image_id, label_map, range(1, probabilities.shape[-1] + 1)), masks
 
 
 def predict_rows(config: Config, paths: Paths, images_dir: Path, image_ids: Sequence[str], bad: dict[str, str],
                  kinds: Sequence[str], folds: Sequence[int], thresholds: list[ClassThresholds],
-                 truth: dict[str, dict[int, str]] | None):
+                 truth: dict[str, dict[int, str]] | None, label_maps: Path | None = None,
+                 tiled: frozenset[str] = frozenset()):
     """Predict every image: fold/TTA ensemble, tuned post-processing, RLE rows (and ablation areas).
+
+    Args:
+        label_maps: write each image's label map into this folder (the masks layout).
+        tiled: the images larger than the data set's, predicted by tiles (``inference.tile_*``).
 
     Returns:
         ``(rows, accumulator, seconds)``: normal-form rows of every image (bad ones empty), the
@@ -106,17 +121,18 @@ def predict_rows(config: Config, paths: Paths, images_dir: Path, image_ids: Sequ
     """
     accumulator = AblationAccumulator() if truth is not None else None
     rows = []
-    shape = (config.data.height, config.data.width)
+    class_ids = config.data.class_ids
     for image_id in sorted(bad):
-        rows += empty_rows(image_id)
+        rows += empty_rows(image_id, class_ids)
         if accumulator is not None:
-            truth_masks = masks_for(truth.get(image_id, {}), shape)
+            truth_masks = masks_for(truth.get(image_id, {}), config.data.shape, len(class_ids))
             accumulator.add(image_id, truth_masks, dict.fromkeys(MASK_VARIANTS, np.zeros_like(truth_masks)))
-    good = [image_id for image_id in image_ids if image_id not in bad]
-    if not good:
+    whole = [image_id for image_id in image_ids if image_id not in bad and image_id not in tiled]
+    large = [image_id for image_id in image_ids if image_id in tiled]
+    if not whole and not large:
         return rows, accumulator, 0.0
     from ..nn.hardware import configure_hardware
-    from ..nn.inference import ensembled_batches, load_fold_model
+    from ..nn.inference import ensembled_batches, ensembled_tiles, load_fold_model
 
     started = time.perf_counter()
     configure_hardware(config.hardware)
@@ -127,21 +143,55 @@ def predict_rows(config: Config, paths: Paths, images_dir: Path, image_ids: Sequ
     started = time.perf_counter()
     batch_size, tta = config.inference.batch_size, list(config.inference.tta)
     workers = max(1, min(os.cpu_count() or 1, batch_size))
-    with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(total=len(good), desc="predict", unit="img") as progress:
-        for start, outputs in ensembled_batches(fold_models, [images_dir / image_id for image_id in good], tta,
-                                                batch_size):
+
+    def finish(item):  # in a worker thread: post-processing and the label map of one image
+        image_id, probabilities, gate = item
+        return postprocess_image(image_id, probabilities, thresholds, gate, accumulator is not None, label_maps)
+
+    def record(batch_ids, segmentation, results):
+        nonlocal rows
+        for image_id, probabilities, (image_rows, masks) in zip(batch_ids, segmentation, results, strict=True):
+            rows += image_rows
+            if accumulator is not None:
+                accumulator.add(image_id, masks_for(truth.get(image_id, {}), probabilities.shape[:2],
+                                                    len(class_ids)), masks)
+        progress.update(len(batch_ids))
+
+    with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(total=len(whole) + len(large), desc="predict",
+                                                               unit="img") as progress:
+        batches = ensembled_batches(fold_models, [images_dir / image_id for image_id in whole], tta, batch_size) \
+            if whole else ()
+        for start, outputs in batches:
             segmentation, classification = outputs["seg"], outputs.get("cls")
-            batch_ids = good[start:start + len(segmentation)]
+            batch_ids = whole[start:start + len(segmentation)]
             gates = classification if classification is not None else [None] * len(batch_ids)
-            results = pool.map(lambda item: postprocess_image(item[0], item[1], thresholds, item[2],
-                                                              accumulator is not None),
-                               zip(batch_ids, segmentation, gates, strict=True))
-            for image_id, (image_rows, masks) in zip(batch_ids, results, strict=True):
-                rows += image_rows
-                if accumulator is not None:
-                    accumulator.add(image_id, masks_for(truth.get(image_id, {}), shape), masks)
-            progress.update(len(batch_ids))
+            record(batch_ids, segmentation, list(pool.map(finish, zip(batch_ids, segmentation, gates, strict=True))))
+        tiles = ensembled_tiles(fold_models, [images_dir / image_id for image_id in large], tta,
+                                config.inference.tile_overlap, batch_size, config.inference.tile_size) \
+            if large else ()
+        for index, outputs in tiles:
+            segmentation = outputs["seg"]
+            record([large[index]], [segmentation], [finish((large[index], segmentation, outputs.get("cls")))])
     return rows, accumulator, time.perf_counter() - started
+
+
+def image_plan(images_dir: Path, image_ids: Sequence[str], shape: tuple[int, int],
+               tile_shape: Sequence[int] | None) -> frozenset[str]:
+    """The images of a masks-layout prediction that are predicted by tiles (larger than the data set's ``shape``).
+
+    Raises:
+        UserError: an image is smaller than the data set's images (or than a tile) in either direction.
+    """
+    tile = tuple(tile_shape or shape)
+    sizes = image_sizes(images_dir, image_ids)
+    small = [f"{name}: {size[0]} x {size[1]}" for name, size in sorted(sizes.items())
+             if size is not None and size != tuple(shape) and (size[0] < tile[0] or size[1] < tile[1])]
+    if small:
+        raise UserError(f"{len(small):,} image(s) in {images_dir} are smaller than the "
+                        f"{'tiles' if tile_shape else 'images the models were trained on'} ({tile[0]} x {tile[1]}, "
+                        f"height x width); predict images of at least that size (larger ones are predicted by "
+                        f"tiles):\n{format_problems(small)}")
+    return frozenset(name for name, size in sizes.items() if size is not None and size != tuple(shape))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,19 +222,25 @@ def run(args: argparse.Namespace) -> int:
     all_ids = image_names(images_dir)
     if not all_ids:
         raise UserError(f"{images_dir} is missing or holds no images (.jpg/.png): give --images DIR or --data DIR")
+    masks_layout = paths.layout == "masks"
+    if masks_layout and shard:
+        raise UserError("--shard splits a Kaggle submission; the masks layout writes one label map per image: "
+                        "predict without --shard (or give each part its own --images folder)")
     image_ids = shard_ids(all_ids, *shard) if shard else all_ids
-    target = paths.shard(*shard) if shard else paths.submission
+    target = paths.prediction_masks if masks_layout else paths.shard(*shard) if shard else paths.submission
     shard_text = f"{shard[0]}/{shard[1]}" if shard else None
+    output = "label maps" if masks_layout else args.layout
+    lock_dir = (paths.prediction_dir if masks_layout else paths.submissions) / LOCKS
 
-    with locks.hold(paths.submissions / LOCKS, "submission" if shard is None else f"shard-{shard[0]}-of-{shard[1]}",
-                    f"the submission {target}"):
+    with locks.hold(lock_dir, "submission" if shard is None else f"shard-{shard[0]}-of-{shard[1]}",
+                    f"the predictions {target}"):
         document = read_thresholds(paths)
         thresholds = document["settings"]
         ensemble = ensemble_folds(paths, document, config.inference.folds)
         folds, kinds = ensemble.folds, ensemble.kinds
-        stamp = predict_stamp(config, paths, ensemble, args.layout, args.skip_bad, all_ids, images_dir)
+        stamp = predict_stamp(config, paths, ensemble, output, args.skip_bad, all_ids, images_dir)
         saved = read_sidecar(sidecar_path(target))
-        previous = saved["stamp"] if saved and saved.get("shard") == shard_text and target.is_file() else None
+        previous = saved["stamp"] if saved and saved.get("shard") == shard_text and target.exists() else None
         decision = decide(str(target), previous, stamp, args.force)
         if decision.action is Action.SKIP:
             print(decision.note)
@@ -192,7 +248,7 @@ def run(args: argparse.Namespace) -> int:
         if decision.note:
             print(decision.note)
 
-        bad = bad_images(images_dir, image_ids, shape=(config.data.height, config.data.width))
+        bad = bad_images(images_dir, image_ids, shape=None if masks_layout else config.data.shape)
         if bad and not args.skip_bad:
             listing = format_problems([f"{name}: {reason}" for name, reason in sorted(bad.items())])
             raise UserError(f"{len(bad):,} image(s) in {images_dir} cannot be used:\n{listing}\n"
@@ -203,16 +259,32 @@ def run(args: argparse.Namespace) -> int:
 
         announce_devices(config.hardware)  # stops here when a required GPU is missing: nothing written yet
         check_predicted_like(document, paths, config.inference.tta, precision_name(config.hardware))
-        truth = test_truth(paths, images_dir)
+        tiled = image_plan(images_dir, [i for i in image_ids if i not in bad], config.data.shape,
+                           config.inference.tile_size) if masks_layout else frozenset()
+        is_test = os.path.normpath(str(images_dir)) == os.path.normpath(str(paths.test_images))
+        truth = truth_lookup(paths, images_dir) if is_test else None
 
         sidecar_path(target).unlink(missing_ok=True)
-        rows, accumulator, elapsed = predict_rows(config, paths, images_dir, image_ids, bad, kinds, folds, thresholds,
-                                                  truth)
-        frame = rows_frame(rows)
-        write_submission(target, frame, args.layout, image_ids)
+        if masks_layout:
+            partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True)
+            try:
+                rows, accumulator, elapsed = predict_rows(config, paths, images_dir, image_ids, bad, kinds, folds,
+                                                          thresholds, truth, partial, tiled)
+                replace_folder(partial, target)
+            finally:
+                shutil.rmtree(partial, ignore_errors=True)
+            frame = rows_frame(rows)
+        else:
+            rows, accumulator, elapsed = predict_rows(config, paths, images_dir, image_ids, bad, kinds, folds,
+                                                      thresholds, truth)
+            frame = rows_frame(rows)
+            write_submission(target, frame, args.layout, image_ids)
         if truth is not None:
             truth_frame = rows_frame((i, c, rle) for i, by_class in truth.items() for c, rle in by_class.items())
-            pairs = add_scored_variant(accumulator.pairs(), score_pairs(frame, truth_frame))
+            pairs = add_scored_variant(accumulator.pairs(), score_pairs(
+                frame, truth_frame, int(np.prod(config.data.shape)), config.data.class_ids))
             if shard:
                 write_atomically(paths.shard_ablation(*shard),
                                  pairs.to_csv(index=False, float_format="%.8f", lineterminator="\n"))
@@ -223,7 +295,11 @@ def run(args: argparse.Namespace) -> int:
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
         })
     masks = int((frame["EncodedPixels"] != "").sum())
-    print(f"wrote {target}: {len(image_ids):,} images, {len(frame):,} rows, {masks:,} non-empty masks; valid")
+    if masks_layout:
+        print(f"wrote {target}/: {len(image_ids) - len(bad):,} label maps ({len(tiled):,} predicted by tiles), "
+              f"{masks:,} (image, class) pairs with a defect")
+    else:
+        print(f"wrote {target}: {len(image_ids):,} images, {len(frame):,} rows, {masks:,} non-empty masks; valid")
     predicted = len(image_ids) - len(bad)
     print(f"{predicted / max(elapsed, 1e-9):.1f} images/s ({predicted:,} images predicted in {elapsed:.1f} s, "
           f"{len(folds)} fold(s), flips {','.join(config.inference.tta)})")

@@ -18,13 +18,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..core.ensemble import VARIANT_LABELS
+from ..core.ensemble import VARIANT_LABELS, rows_frame
 from ..core.metric import class_table_text, mean_dice, score_pairs
 from ..infra import locks
 from ..infra.artifacts import LOCKS, Paths
 from ..infra.commands import add_config_arguments, config_from_args, run_main
+from ..infra.data import truth_lookup
 from ..infra.errors import UserError
-from ..infra.files import file_sha256, write_atomically
+from ..infra.files import content_sha256, write_atomically
+from ..infra.images import image_names, image_sizes
+from ..infra.label_maps import label_map_path, read_label_maps
 from ..infra.tables import read_checked_submission, read_labels
 
 TOLERANCE = 1e-7  # ablation.json stores Dice rounded to 8 decimals
@@ -51,7 +54,7 @@ def ablation_rows(document: dict) -> list[tuple[str, dict]]:
 def check_final_row(document: dict, scored: dict, submission: Path) -> None:
     """UserError unless the ablation was made for this submission and its final row equals ``scored``."""
     rerun = "re-run `severstal predict --force` to remake both"
-    if document.get("submission_sha256") != file_sha256(submission):
+    if document.get("submission_sha256") != content_sha256(submission):
         raise UserError(f"the ablation report was made for another version of {submission}: {rerun}")
     final = next((v for v in document["variants"] if v["name"] == "final"), None)
     if final is None:
@@ -109,9 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
-    paths = Paths(config)
+def kaggle_pairs(paths: Paths) -> tuple[Path, pd.DataFrame]:
+    """``(submission.csv, its scored pairs)`` against ``test_labels.csv``."""
     truth_path = paths.test_labels
     if not truth_path.is_file():
         raise UserError(f"no test truth: {truth_path} does not exist. The report needs the test images' labels "
@@ -119,13 +121,45 @@ def run(args: argparse.Namespace) -> int:
                         "`severstal kaggle-submit` to get a score)")
     submission = paths.submission
     if not submission.is_file():
-        raise UserError(f"{submission} does not exist: run `severstal predict --config {config.source}` first")
+        raise UserError(f"{submission} does not exist: run `severstal predict --config {paths.config.source}` first")
     frame = read_checked_submission(submission)
     truth = read_labels(truth_path, "test truth")
     try:
-        pairs = score_pairs(frame, truth)
+        return submission, score_pairs(frame, truth)
     except ValueError as error:
         raise UserError(f"cannot score {submission} against {truth_path}: {error}") from None
+
+
+def label_map_pairs(paths: Paths) -> tuple[Path, pd.DataFrame]:
+    """``(the predicted label-map folder, its scored pairs)`` against ``test_masks/`` (the masks layout)."""
+    predictions, class_ids = paths.prediction_masks, paths.config.data.class_ids
+    truth = truth_lookup(paths, paths.test_images)
+    if truth is None:
+        raise UserError(f"no test truth: {paths.test_masks}/ does not exist. The report needs the test images' "
+                        "label maps (<image stem>.png, as train_masks/)")
+    if not predictions.is_dir():
+        raise UserError(f"{predictions}/ does not exist: run `severstal predict --config {paths.config.source}` "
+                        "first")
+    names = image_names(paths.test_images)
+    missing = [name for name in names if not label_map_path(predictions, name).is_file()]
+    if missing:
+        raise UserError(f"{len(missing):,} test image(s) have no predicted label map in {predictions}/ (e.g. "
+                        f"{missing[0]}): re-run `severstal predict --force`")
+    frame = read_label_maps(predictions, names, class_ids, "predicted label maps")
+    truth_frame = rows_frame((name, class_id, truth.get(name, {}).get(class_id, ""))
+                             for name in names for class_id in class_ids)
+    sizes = [size for size in image_sizes(paths.test_images, names).values() if size]
+    num_pixels = max((height * width for height, width in sizes), default=1)
+    try:
+        return predictions, score_pairs(frame, truth_frame, num_pixels, class_ids)
+    except ValueError as error:
+        raise UserError(f"cannot score {predictions}/ against {paths.test_masks}/: {error}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    paths = Paths(config)
+    submission, pairs = label_map_pairs(paths) if paths.layout == "masks" else kaggle_pairs(paths)
     text = build_report(paths, submission, pairs)
     target = paths.score_table
     with locks.hold(paths.reports / LOCKS, "report", f"the score table of {config.experiment_name}"):

@@ -1,9 +1,9 @@
-"""Draw predicted masks (from the submission) and true masks (where known) on the images, as PNGs.
+"""Draw predicted masks (the submission, or the masks layout's label maps) and true masks on the images, as PNGs.
 
 Each image becomes one PNG: the predicted masks as translucent fills in each class's colour on top,
-and, when the truth is known (``test_labels.csv`` for test images, ``train.csv`` for training
-images), the true masks as contours on a second panel below, with each class's Dice in the
-titles and a legend. ``--best-worst N`` draws the N best and N worst test images by Dice
+and, when the truth is known (``test_labels.csv`` or ``test_masks/`` for test images, ``train.csv``
+or ``train_masks/`` for training images), the true masks as contours on a second panel below,
+with each class's Dice in the titles and a legend. ``--best-worst N`` draws the N best and N worst test images by Dice
 (images where nothing is predicted and nothing is true are left out) as ``best-K-<id>.png`` and
 ``worst-K-<id>.png``. Output: ``reports/<experiment>/predictions/`` unless ``--out`` is given.
 """
@@ -12,24 +12,25 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from ..core.constants import NUM_CLASSES
 from ..core.drawing import overlay_masks
-from ..core.ensemble import best_and_worst, image_scores
+from ..core.ensemble import best_and_worst, image_scores, rows_frame
 from ..core.labels import masks_for, rle_lookup
 from ..core.metric import dice, score_pairs
 from ..infra import locks
 from ..infra.artifacts import LOCKS, Paths
 from ..infra.commands import add_config_arguments, config_from_args, run_main
-from ..infra.data import label_source, locate_images
+from ..infra.data import locate_images, truth_lookup
 from ..infra.errors import UserError
-from ..infra.figures import prediction_figure, save_figure
+from ..infra.figures import class_label, prediction_figure, save_figure
 from ..infra.images import image_names
-from ..infra.tables import read_checked_submission, read_labels
+from ..infra.label_maps import LABEL_MAP_SUFFIX, read_label_maps
+from ..infra.tables import read_checked_submission
 
 PREDICTION_ALPHA = 0.45  # opacity of the predicted fill
 TRUTH_OUTLINE = 2  # contour width of the true masks, pixels
@@ -46,12 +47,13 @@ def truth_panel(image: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return overlay_masks(image, truth, alpha=0.0, outline=TRUTH_OUTLINE)
 
 
-def class_summary(masks: np.ndarray, other: np.ndarray | None = None) -> str:
+def class_summary(masks: np.ndarray, other: np.ndarray | None = None, names: Sequence[str] | None = None) -> str:
     """``"class 1: 1,234 px (Dice 0.912), class 3: ..."`` for the non-empty classes of ``masks``.
 
     Args:
         masks: (H, W, classes) masks to describe.
         other: (H, W, classes) masks to compare with for the Dice, or None.
+        names: the class names, in class-number order (``class 2 (dent): ...``).
     """
     parts = []
     for channel in range(masks.shape[-1]):
@@ -60,15 +62,15 @@ def class_summary(masks: np.ndarray, other: np.ndarray | None = None) -> str:
         other_area = 0 if other is None else int(np.count_nonzero(other[..., channel]))
         if area == 0 and other_area == 0:
             continue
-        text = f"class {class_id}: {area:,} px"
+        text = f"{class_label(class_id, names)}: {area:,} px"
         if other is not None:
             text += f" (Dice {dice(masks[..., channel], other[..., channel]):.3f})"
         parts.append(text)
     return ", ".join(parts) or "no defect"
 
 
-def draw_figure(image: np.ndarray, predicted: np.ndarray | None, truth: np.ndarray | None, title: str, path: Path
-                ) -> None:
+def draw_figure(image: np.ndarray, predicted: np.ndarray | None, truth: np.ndarray | None, title: str, path: Path,
+                names: Sequence[str] | None = None) -> None:
     """Write the PNG of one image: a prediction panel and/or a truth panel stacked, with a legend.
 
     Args:
@@ -77,16 +79,18 @@ def draw_figure(image: np.ndarray, predicted: np.ndarray | None, truth: np.ndarr
         truth: (H, W, classes) true masks, or None (unknown).
         title: the figure's title (image id and score).
         path: the PNG to write (atomically).
+        names: the class names, in class-number order (legend and captions).
     """
     panels = []
     if predicted is not None:
-        panels.append((f"predicted (filled): {class_summary(predicted, truth)}", prediction_panel(image, predicted)))
+        panels.append((f"predicted (filled): {class_summary(predicted, truth, names)}",
+                       prediction_panel(image, predicted)))
     if truth is not None:
-        panels.append((f"true (contours): {class_summary(truth)}", truth_panel(image, truth)))
+        panels.append((f"true (contours): {class_summary(truth, names=names)}", truth_panel(image, truth)))
     if not panels:
         panels.append(("no prediction and no truth for this image", image))
-    classes = next((masks.shape[-1] for masks in (predicted, truth) if masks is not None), NUM_CLASSES)
-    save_figure(prediction_figure(panels, title, list(range(1, classes + 1))), path)
+    classes = next((masks.shape[-1] for masks in (predicted, truth) if masks is not None), len(names or ()) or 1)
+    save_figure(prediction_figure(panels, title, list(range(1, classes + 1)), names), path)
 
 
 def read_rgb(path: Path) -> np.ndarray:
@@ -114,66 +118,86 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def predicted_lookup(paths: Paths, submission: str | None) -> tuple[Path, dict[str, dict[int, str]], set[str]]:
+    """``(where the predictions are, {ImageId: {ClassId: rle}}, the images predicted)``: the submission CSV, or
+    the masks layout's predicted label maps."""
+    class_ids = paths.config.data.class_ids
+    if submission is None and paths.layout == "masks":
+        folder = paths.prediction_masks
+        if not folder.is_dir():
+            raise UserError(f"{folder}/ does not exist: run `severstal predict --config {paths.config.source}` first")
+        names = sorted(f"{entry.name}" for entry in folder.iterdir() if entry.name.endswith(LABEL_MAP_SUFFIX))
+        frame = read_label_maps(folder, names, class_ids, "predicted label maps")
+        return folder, {Path(name).stem: rles for name, rles in rle_lookup(frame, class_ids).items()}, \
+            {Path(name).stem for name in names}
+    path = Path(submission) if submission else paths.submission
+    if not path.is_file():
+        raise UserError(f"{path} does not exist: run `severstal predict --config {paths.config.source}` first "
+                        "(or give --submission CSV)")
+    frame = read_checked_submission(path)
+    return path, rle_lookup(frame, class_ids), set(frame["ImageId"])
+
+
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     paths = Paths(config)
-    submission_path = Path(args.submission) if args.submission else paths.submission
-    if not submission_path.is_file():
-        raise UserError(f"{submission_path} does not exist: run `severstal predict --config {config.source}` first "
-                        "(or give --submission CSV)")
-    submission = read_checked_submission(submission_path)
-    predicted = rle_lookup(submission)
-    in_submission = set(submission["ImageId"])
+    source, predicted, in_predictions = predicted_lookup(paths, args.submission)
+    by_stem = source.is_dir()  # label maps are named by the image's stem
     out = Path(args.out) if args.out else paths.predictions
+    class_ids, names = config.data.class_ids, config.data.classes
 
-    jobs: list[tuple[str, Path, Path | None, str]] = []  # (image id, folder, truth file, PNG name)
+    jobs: list[tuple[str, Path, str]] = []  # (image id, folder, PNG name)
     if args.best_worst is not None:
         if args.best_worst < 1:
             raise UserError(f"--best-worst needs a positive number, got {args.best_worst}")
-        truth_path = paths.test_labels
-        if not truth_path.is_file():
-            raise UserError(f"--best-worst needs the test truth {truth_path}, which does not exist")
+        truth = truth_lookup(paths, paths.test_images)
+        if truth is None:
+            raise UserError(f"--best-worst needs the test truth ({paths.test_labels} or {paths.test_masks}/), which "
+                            "does not exist")
+        test_ids = image_names(paths.test_images)
+        key = (lambda image_id: Path(image_id).stem) if by_stem else (lambda image_id: image_id)
+        rows = rows_frame((i, c, predicted.get(key(i), {}).get(c, "")) for i in test_ids if key(i) in in_predictions
+                          for c in class_ids)
+        truth_rows = rows_frame((i, c, rle) for i, by_class in truth.items() for c, rle in by_class.items())
         try:
-            pairs = score_pairs(submission, read_labels(truth_path, "test truth"))
+            pairs = score_pairs(rows, truth_rows, int(np.prod(config.data.shape)), class_ids)
         except ValueError as error:
-            raise UserError(f"cannot score {submission_path} against {truth_path}: {error}") from None
+            raise UserError(f"cannot score {source} against the test truth: {error}") from None
         best, worst = best_and_worst(image_scores(pairs), args.best_worst)
         for prefix, ids in (("best", best), ("worst", worst)):
-            jobs += [(i, paths.test_images, truth_path, f"{prefix}-{rank}-{Path(i).stem}.png")
-                     for rank, i in enumerate(ids, 1)]
+            jobs += [(i, paths.test_images, f"{prefix}-{rank}-{Path(i).stem}.png") for rank, i in enumerate(ids, 1)]
     elif args.ids:
-        for image_id, folder in locate_images(paths, args.ids).items():
-            jobs.append((image_id, folder, label_source(paths, folder), f"{Path(image_id).stem}.png"))
+        jobs = [(image_id, folder, f"{Path(image_id).stem}.png")
+                for image_id, folder in locate_images(paths, args.ids).items()]
     else:
         folder = Path(args.images) if args.images else paths.test_images
-        names = image_names(folder)
-        if not names:
+        listed = image_names(folder)
+        if not listed:
             raise UserError(f"{folder} is missing or holds no images")
-        names = names[:args.limit] if args.limit > 0 else names
-        truth_file = label_source(paths, folder)
-        jobs = [(image_id, folder, truth_file, f"{Path(image_id).stem}.png") for image_id in names]
+        listed = listed[:args.limit] if args.limit > 0 else listed
+        jobs = [(image_id, folder, f"{Path(image_id).stem}.png") for image_id in listed]
 
-    truths: dict[Path, dict] = {}
+    truths: dict[Path, dict | None] = {}
     with locks.hold(out.parent / LOCKS, out.name, f"the figures in {out}"):
         if args.best_worst is not None:
             for old in list(out.glob("best-*.png")) + list(out.glob("worst-*.png")):
                 old.unlink()
-        for image_id, folder, truth_file, name in jobs:
+        for image_id, folder, name in jobs:
             image = read_rgb(folder / image_id)
             shape = image.shape[:2]
-            truth = None
-            if truth_file is not None:
-                if truth_file not in truths:
-                    truths[truth_file] = rle_lookup(read_labels(truth_file, "truth"))
-                truth = masks_for(truths[truth_file].get(image_id, {}), shape)
-            prediction = masks_for(predicted.get(image_id, {}), shape) if image_id in in_submission else None
+            if folder not in truths:
+                truths[folder] = truth_lookup(paths, folder)
+            truth = None if truths[folder] is None else masks_for(truths[folder].get(image_id, {}), shape,
+                                                                  len(class_ids))
+            key = Path(image_id).stem if by_stem else image_id
+            prediction = masks_for(predicted.get(key, {}), shape, len(class_ids)) if key in in_predictions else None
             title = image_id
             if prediction is not None and truth is not None:
                 scores = [dice(prediction[..., c], truth[..., c]) for c in range(prediction.shape[-1])]
                 title += f"   mean Dice over its {prediction.shape[-1]} classes {np.mean(scores):.4f}"
             elif prediction is None:
-                title += f"   (not in {submission_path})"
-            draw_figure(image, prediction, truth, title, out / name)
+                title += f"   (not in {source})"
+            draw_figure(image, prediction, truth, title, out / name, names)
     print(f"drew {len(jobs)} image(s) into {out}/")
     return 0
 

@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    print(commented_yaml(config_from_args(args)), end="")
+    print(commented_yaml(config_from_args(args, announce=False)), end="")
     return 0
 
 

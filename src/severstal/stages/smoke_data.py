@@ -195,7 +195,7 @@ def describe(subset: Subset) -> str:
 
 def run(args: argparse.Namespace) -> int:
     options = {"smoke.train_images": ("--train", args.train), "smoke.test_images": ("--test", args.test)}
-    config = config_from_args(args, options)  # checked like the smoke.* keys
+    config = config_from_args(args, options, announce=False)  # checked like the smoke.* keys; writes the data
     source = Path(args.source)
     out = Path(args.out) if args.out else Path(config.data.dir)
     subset = read_source(source, config.smoke.train_images, config.smoke.test_images)

@@ -22,7 +22,6 @@ import argparse
 import shutil
 import sys
 
-from ..core.constants import NUM_CLASSES
 from ..infra import locks
 from ..infra.artifacts import (
     LOCKS,
@@ -48,7 +47,7 @@ def check_before_training(config: Config, images: TrainingImages, kind: str) -> 
     """The checks that need the data but not TensorFlow: the training labels, per-class keys, a local
     encoder weights file; then the keys that have no effect given the others are listed."""
     images.check_labels()
-    problems = check_against_data(config, NUM_CLASSES, kind)
+    problems = check_against_data(config, config.data.num_classes, kind)
     problems += [problem for problem in [encoder_weights_problem(config, kind)] if problem]
     if problems:
         raise ConfigError(f"{config.source}: the config does not fit this data set:\n{format_problems(problems)}")
@@ -117,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     paths = Paths(config)
     kind = args.model
-    images = TrainingImages(paths, (config.data.height, config.data.width), args.skip_bad)
+    images = TrainingImages(paths, config.data.shape, args.skip_bad)
     check_before_training(config, images, kind)
     if config.hardware.require_gpu:  # stop before the folds are read or anything is written when there is no GPU
         from ..nn.hardware import announce_devices
