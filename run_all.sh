@@ -140,10 +140,14 @@ run_stage folds      "${SEVERSTAL[@]}" folds "${common[@]}" $force
 run_stage eda        "${SEVERSTAL[@]}" eda "${common[@]}" $force
 if [ -n "$gpus" ]; then
     run_stage train-cls scripts/train_parallel.sh "$gpus" cls "${common[@]}" $force
-    run_stage train-seg scripts/train_parallel.sh "$gpus" seg "${common[@]}" $force
+    [ "$layout" = folders ] || run_stage train-seg scripts/train_parallel.sh "$gpus" seg "${common[@]}" $force
 else
     run_stage train-cls "${SEVERSTAL[@]}" train --model cls --fold all "${common[@]}" $force
-    run_stage train-seg "${SEVERSTAL[@]}" train --model seg --fold all "${common[@]}" $force
+    if [ "$layout" = folders ]; then
+        echo "== train-seg (skipped: the folders layout is classification data, one class per image)"
+    else
+        run_stage train-seg "${SEVERSTAL[@]}" train --model seg --fold all "${common[@]}" $force
+    fi
 fi
 run_stage tune       "${SEVERSTAL[@]}" tune "${common[@]}" $force
 submission="$(config_path submission)"
@@ -151,7 +155,8 @@ test_dir="$(config_path test_images)"
 truth="$(config_path test_labels)"
 if ! .venv/bin/python -c 'import sys
 from severstal.infra.images import image_names
-sys.exit(0 if image_names(sys.argv[1]) else 1)' "$test_dir"; then
+from severstal.infra.layouts import folder_images
+sys.exit(0 if image_names(sys.argv[1]) or folder_images(sys.argv[1]) else 1)' "$test_dir"; then
     echo "== predict, validate, score, show (skipped: no test images in $test_dir; the trained folds and"
     echo "   thresholds are in $(config_path models)/; severstal predict --images DIR predicts any folder)"
     echo "== done in $SECONDS s ($(stage_times))"
@@ -163,12 +168,17 @@ if [ "$layout" = kaggle ]; then
 else
     echo "== validate (skipped: it checks Kaggle submissions; the $layout layout's predictions are in $(config_path prediction_dir)/)"
     truth="$(config_path test_masks)"
+    if [ "$layout" = folders ]; then  # labelled when test/ is sorted into class folders
+        truth="$(.venv/bin/python -c 'import sys
+from severstal.infra.layouts import class_folders
+print(sys.argv[1] if class_folders(sys.argv[1]) else "")' "$test_dir")"
+    fi
 fi
-if [ -e "$truth" ]; then
+if [ -n "$truth" ] && [ -e "$truth" ]; then
     run_stage score  "${SEVERSTAL[@]}" report "${common[@]}"
     run_stage show   "${SEVERSTAL[@]}" show --best-worst 3 "${common[@]}"
 else
-    echo "== score, show (skipped: no $(basename "$truth"), the test truth is not known)"
+    echo "== score, show (skipped: the test truth is not known: no test_labels.csv, test_masks/ or test/<class name>/ folders)"
 fi
 if [ -n "$smoke" ]; then
     echo "== smoke run passed: every stage of $config ran at full resolution; trained with $(.venv/bin/python -c 'import json, sys

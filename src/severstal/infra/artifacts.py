@@ -40,7 +40,10 @@ from ..core.ensemble import select_folds, shard_file_name
 from ..core.thresholds import thresholds_from_document
 from .config import Config, select
 from .errors import UserError
+from .images import image_names
 from .layouts import (
+    FOLDERS_TEST,
+    FOLDERS_TRAIN,
     SAMPLE_SUBMISSION,
     TEST_IMAGES,
     TEST_LABELS,
@@ -49,10 +52,11 @@ from .layouts import (
     TRAIN_LABELS,
     TRAIN_MASKS,
     LayoutError,
+    class_folders,
     detect_layout,
 )
 from .oof_files import read_oof_stamp
-from .stamps import Stamp, file_fingerprint, folder_fingerprint, read_stamp, stamp_differences
+from .stamps import Stamp, file_fingerprint, folder_fingerprint, images_fingerprint, read_stamp, stamp_differences
 
 # ----------------------------------------------------------------------------- file names
 
@@ -97,8 +101,9 @@ class Paths:
         self.config = config
         experiment = config.experiment_name
         self.data_dir = Path(config.data.dir)
-        self.train_images = self.data_dir / TRAIN_IMAGES
-        self.test_images = self.data_dir / TEST_IMAGES
+        folders = self.layout == "folders"  # images in class folders: train/<class>/, test/[<class>/]
+        self.train_images = self.data_dir / (FOLDERS_TRAIN if folders else TRAIN_IMAGES)
+        self.test_images = self.data_dir / (FOLDERS_TEST if folders else TEST_IMAGES)
         self.train_labels = self.data_dir / TRAIN_LABELS
         self.test_labels = self.data_dir / TEST_LABELS
         self.sample_submission = self.data_dir / SAMPLE_SUBMISSION
@@ -281,6 +286,24 @@ def read_thresholds(paths: Paths) -> dict:
     return {**document, "settings": settings}
 
 
+def read_classification_thresholds(paths: Paths) -> dict:
+    """The folders layout's thresholds.json (the decision and what it was tuned on); UserError when missing or
+    made for another layout or other classes."""
+    path = paths.thresholds
+    if not path.is_file():
+        raise UserError(f"{path} does not exist: run severstal tune first (after training every classifier fold), "
+                        f"e.g. `severstal tune --config {paths.config.source}`")
+    try:
+        document = json.loads(path.read_text())
+    except ValueError as error:
+        raise UserError(f"{path} is not valid JSON ({error}): run severstal tune --force") from None
+    if not isinstance(document, dict) or document.get("kind") != "classification" or \
+            document.get("classes") != list(paths.config.data.classes):
+        raise UserError(f"{path} was not tuned for this classification data set (classes "
+                        f"{', '.join(paths.config.data.classes)}): run severstal tune --force")
+    return document
+
+
 def tuned_weights(document: Mapping, kind: str) -> dict[int, str]:
     """``{fold: weights fingerprint}`` the thresholds were tuned on (from their OOF files' stamps)."""
     recorded = (document.get("weights") or {}).get(kind) or {}
@@ -394,8 +417,13 @@ def replace_folder(new: Path, target: Path) -> None:
 def data_inputs(paths: Paths) -> dict[str, str]:
     """The fingerprints of what a fold is trained on: the folds file and the training labels (``train.csv``, or the
     masks layout's label maps)."""
-    masks = not paths.train_labels.is_file() and paths.train_masks.is_dir()  # the masks layout (infra.layouts)
-    labels = folder_fingerprint(paths.train_masks) if masks else file_fingerprint(paths.train_labels)
+    if paths.layout == "masks":
+        labels = folder_fingerprint(paths.train_masks)
+    elif paths.layout == "folders":  # the labels are the class folders the images are in
+        labels = images_fingerprint(paths.train_images, [f"{name}/{image}" for name in class_folders(paths.train_images)
+                                                         for image in image_names(paths.train_images / name)])
+    else:
+        labels = file_fingerprint(paths.train_labels)
     return {"folds file": file_fingerprint(paths.folds_file), "training labels": labels}
 
 

@@ -271,8 +271,22 @@ def resolve_data(tree: dict, origins: dict[str, str], overridden: set[str]) -> N
         if data[name] is None:
             data[name] = value
             origins[f"data.{name}"] = f"the data ({data['dir']}): "
+    if facts is not None and facts.layout == "folders":  # one class per image, no masks
+        folders_classifier(tree, origins, overridden)
     if data["adapt_sizes"] is True and _is_size(data["height"]) and _is_size(data["width"]):
         adapt_sizes(tree, (data["height"], data["width"]), origins, overridden)
+
+
+def folders_classifier(tree: dict, origins: dict[str, str], overridden: set[str]) -> None:
+    """The classifier of a folders data set, in place: a softmax head (one class per image) unless ``cls.head``
+    is set with ``--set``, and no defect blackout (``cls.augment.mask_dropout``), which needs masks."""
+    origin = "the folders layout (one class per image): "
+    if "cls.head" not in overridden:
+        tree["cls"]["head"] = "softmax"
+        origins["cls.head"] = origin
+    if "cls.augment.mask_dropout" not in overridden:
+        tree["cls"]["augment"]["mask_dropout"] = 0.0
+        origins["cls.augment.mask_dropout"] = origin
 
 
 def _is_size(value: Any) -> bool:

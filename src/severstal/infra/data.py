@@ -18,8 +18,9 @@ from ..core.ensemble import select_folds
 from ..core.labels import presence_columns, presence_table, rle_lookup
 from .artifacts import Paths
 from .errors import UserError
-from .images import image_names, usable_images
+from .images import image_names, image_sizes, usable_images
 from .label_maps import read_label_maps
+from .layouts import folder_images
 from .schema import RuleError, folds_choice
 from .tables import CSV_ERRORS, read_labels
 
@@ -30,11 +31,48 @@ def training_labels(paths: Paths) -> pd.DataFrame:
         return read_label_maps(paths.train_masks, image_names(paths.train_images), paths.config.data.class_ids,
                                "training label maps")
     if paths.layout == "folders":
-        raise UserError(f"{paths.data_dir} holds classification data (the folders layout): it has no masks")
+        return folder_labels(paths)
     if not paths.train_labels.is_file():
         raise UserError(f"{paths.train_labels} does not exist: the data directory must hold Kaggle's train.csv "
                         "(get the data with severstal download or severstal demo-data, or pass --data DIR)")
     return read_labels(paths.train_labels, "training labels")
+
+
+def folder_labels(paths: Paths) -> pd.DataFrame:
+    """The folders layout's training labels in the normal form: each image's class covers the whole image.
+
+    So folds, class presence, the input pipeline's crops and the classifier's targets work as for masks.
+    """
+    images = folder_images(paths.train_images)
+    sizes = image_sizes(paths.train_images, [image_id for image_id, _ in images])
+    index = {name: class_id for class_id, name in zip(paths.config.data.class_ids, paths.config.data.classes,
+                                                         strict=True)}
+    rows = []
+    for image_id, name in images:
+        size = sizes.get(image_id)
+        whole = f"1 {size[0] * size[1]}" if size else ""  # an unreadable image: check-data names it
+        rows += [(image_id, class_id, whole if index.get(name) == class_id else "") for class_id in index.values()]
+    return pd.DataFrame(rows, columns=["ImageId", "ClassId", "EncodedPixels"])
+
+
+def split_images(paths: Paths, folder: str | os.PathLike) -> list[str]:
+    """The image ids of a folder of the data set: file names, or ``<class>/<file>`` in the folders layout."""
+    if paths.layout == "folders":
+        return [image_id for image_id, _ in folder_images(folder)]
+    return image_names(folder)
+
+
+def test_classes(paths: Paths) -> dict[str, int] | None:
+    """``{image id: class index 0..C-1}`` of a labelled folders-layout test set; None when it is unlabelled."""
+    images = folder_images(paths.test_images)
+    if not images or any(name is None for _, name in images):
+        return None
+    index = {name: number for number, name in enumerate(paths.config.data.classes)}
+    unknown = sorted({name for _, name in images if name not in index})
+    if unknown:
+        raise UserError(f"{paths.test_images}/ has class folder(s) {', '.join(unknown)} that are not training classes "
+                        f"({', '.join(index)}); severstal check-data lists the problems of the data directory")
+    return {image_id: index[name] for image_id, name in images}
 
 
 def training_set(paths: Paths) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -44,7 +82,7 @@ def training_set(paths: Paths) -> tuple[pd.DataFrame, pd.DataFrame]:
         ``(labels, presence)``: the normal label frame and ``ImageId, has_1..has_C`` for every
         image, sorted by name.
     """
-    names = image_names(paths.train_images)
+    names = split_images(paths, paths.train_images)
     if not names:
         raise UserError(f"no training images in {paths.train_images}: get the data first (severstal download, "
                         "or severstal demo-data for the demo set) or pass --data DIR")
@@ -137,7 +175,8 @@ class TrainingImages:
     """
 
     def __init__(self, paths: Paths, shape: tuple[int, int], skip_bad: bool):
-        self.paths, self.shape, self.skip_bad = paths, shape, skip_bad
+        self.paths, self.skip_bad = paths, skip_bad
+        self.shape = None if paths.layout == "folders" else shape  # photos of a folders data set: any size
 
     @functools.cached_property
     def labels(self) -> pd.DataFrame:

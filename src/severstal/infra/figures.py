@@ -85,6 +85,26 @@ def confusion_matrices(summary: dict, groups: Sequence[str], title: str) -> Figu
     return figure
 
 
+def label_confusion(matrix: Sequence[Sequence[int]], names: Sequence[str], title: str) -> Figure:
+    """A single-label confusion matrix (rows true, columns predicted), counts and row shares in the cells."""
+    matrix = np.asarray(matrix)
+    size = max(3.6, 1.1 * len(names) + 1.8)
+    figure = Figure(figsize=(size, size * 0.9), layout="tight")
+    axis = figure.subplots()
+    totals = matrix.sum(axis=1, keepdims=True)
+    shares = np.divide(matrix, totals, out=np.zeros(matrix.shape), where=totals > 0)
+    axis.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    for (row, column), value in np.ndenumerate(matrix):
+        axis.text(column, row, f"{value}\n{shares[row, column]:.0%}", ha="center", va="center",
+                  color="white" if shares[row, column] > 0.5 else "black")
+    axis.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    axis.set_yticks(range(len(names)), names)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    axis.set_title(title)
+    return figure
+
+
 def threshold_heatmap(table: np.ndarray, pixel_thresholds: Sequence[float], min_areas: Sequence[int],
                       chosen: tuple[float, int], title: str) -> Figure:
     """A class's mean Dice over (pixel threshold x minimum area), the chosen setting starred.
@@ -135,6 +155,20 @@ def prediction_figure(panels: Sequence[tuple[str, np.ndarray]], title: str, clas
     figure.legend(handles=legend_handles(class_ids, names), loc="upper right", ncol=len(class_ids), fontsize=9,
                   frameon=False)
     figure.tight_layout(rect=(0, 0, 1, 0.97))
+    return figure
+
+
+def image_grid(items: Sequence[tuple[np.ndarray, str]], title: str, columns: int = 4) -> Figure:
+    """Images in a grid, each with a caption (e.g. the predicted and true class of a folders data set)."""
+    rows = max(1, -(-len(items) // columns))
+    figure = Figure(figsize=(3.2 * columns, 3.4 * rows + 0.4), layout="tight")
+    axes = np.atleast_2d(figure.subplots(rows, columns, squeeze=False))
+    for axis in axes.flat:
+        axis.set_axis_off()
+    for axis, (picture, caption) in zip(axes.flat, items, strict=False):
+        axis.imshow(picture, interpolation="nearest")
+        axis.set_title(caption, fontsize=9)
+    figure.suptitle(title, fontsize=11)
     return figure
 
 

@@ -117,6 +117,18 @@ def class_folders(folder: str | os.PathLike) -> list[str]:
     return sorted(entry.name for entry in folder.iterdir() if entry.is_dir() and image_names(entry))
 
 
+def folder_images(folder: str | os.PathLike) -> list[tuple[str, str | None]]:
+    """The images of a folders-layout split: ``[(image id, class name)]`` sorted by id.
+
+    Labelled (``<folder>/<class>/<image>``): ids are ``<class>/<image>``; unlabelled (``<folder>/<image>``):
+    ids are the file names and the class is None.
+    """
+    classes = class_folders(folder)
+    if classes:
+        return [(f"{name}/{image}", name) for name in classes for image in image_names(Path(folder) / name)]
+    return [(image, None) for image in image_names(folder)]
+
+
 def _common_size(folders: list[Path]) -> tuple[int, int] | None:
     """The most common ``(height, width)`` among the first :data:`SIZE_SAMPLE` images of ``folders``."""
     sizes: Counter = Counter()

@@ -160,6 +160,32 @@ def validate_submission(path: str | os.PathLike, expected_ids: Sequence[str]) ->
     return problems, None if problems else submission_summary(normalise(raw))
 
 
+LABEL_COLUMNS = ("image", "label")  # then p_<class name> per class
+
+
+def labels_csv(image_ids: Sequence[str], labels: Sequence[str], probabilities, names: Sequence[str]) -> str:
+    """The text of the folders layout's ``labels.csv``: ``image, label, p_<class>...`` (probabilities to 6 places)."""
+    frame = pd.DataFrame({"image": list(image_ids), "label": list(labels)})
+    for index, name in enumerate(names):
+        frame[f"p_{name}"] = [float(row[index]) for row in probabilities]
+    return frame.to_csv(index=False, float_format="%.6f", lineterminator="\n")
+
+
+def read_predicted_labels(path: str | os.PathLike, names: Sequence[str]) -> pd.DataFrame:
+    """A ``labels.csv`` written by predict; UserError when missing or not of these classes."""
+    if not Path(path).is_file():
+        raise UserError(f"{path} does not exist: run severstal predict first")
+    try:
+        frame = pd.read_csv(path, dtype={"image": str, "label": str}, keep_default_na=False)
+    except CSV_ERRORS as error:
+        raise UserError(f"cannot read {path} ({error}): run severstal predict --force") from None
+    expected = [*LABEL_COLUMNS, *(f"p_{name}" for name in names)]
+    if list(frame.columns) != expected or not frame["label"].isin(names).all():
+        raise UserError(f"{path} must have the columns {','.join(expected)} and labels among {', '.join(names)}: "
+                        "run severstal predict --force")
+    return frame
+
+
 def write_ablation(paths: Paths, pairs: pd.DataFrame, submission: Path) -> Path:
     """Write ``ablation_pairs.csv`` and ``ablation.json`` (``core.ensemble.ablation_document``) for a whole
     submission into the experiment's reports; returns the json's path.

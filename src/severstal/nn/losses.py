@@ -200,9 +200,14 @@ def segmenter_metrics(num_classes: int = NUM_CLASSES, pixel_thresholds=(0.5,), m
         KaggleDice(class_index=c, positive_only=True, name=f"pos_dice_{c + 1}") for c in range(num_classes)]
 
 
-def classifier_metrics() -> list:
-    """Accuracy, precision, recall, micro F1 at 0.5 and ROC AUC over all (image, class) pairs."""
+def classifier_metrics(single_label: bool = False) -> list:
+    """Accuracy, precision, recall, micro F1 at 0.5 and ROC AUC over all (image, class) pairs.
+
+    Args:
+        single_label: a softmax head: the accuracy is that of the most probable class per image.
+    """
     return [
+        keras.metrics.CategoricalAccuracy(name="accuracy") if single_label else
         keras.metrics.BinaryAccuracy(name="accuracy"),
         keras.metrics.Precision(name="precision"),
         keras.metrics.Recall(name="recall"),

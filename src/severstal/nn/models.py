@@ -309,7 +309,7 @@ def build_segmenter(section: SegmenterSection, num_classes: int = NUM_CLASSES, *
 
 def build_classifier(section: ClassifierSection, num_classes: int = NUM_CLASSES, *,
                      fetcher: Fetcher | None = None) -> keras.Model:
-    """A backbone, global pooling and a small dense head with sigmoid outputs.
+    """A backbone, global pooling and a small dense head with sigmoid (or softmax) outputs.
 
     Args:
         section: the config's ``cls`` section (backbone, encoder_weights, head, pooling: ``avg``,
@@ -319,13 +319,13 @@ def build_classifier(section: ClassifierSection, num_classes: int = NUM_CLASSES,
         fetcher: fetches ImageNet weights files (see :func:`fetch_imagenet_weights`); None: keras' cache.
 
     Returns:
-        A model ``(batch, h, w, 3) uint8 -> (batch, num_classes)`` (head ``multilabel``) or
-        ``(batch, 1)`` (head ``binary``) float32 probabilities.
+        A model ``(batch, h, w, 3) uint8 -> (batch, num_classes)`` (head ``multilabel``: a sigmoid per class;
+        ``softmax``: one class per image) or ``(batch, 1)`` (head ``binary``) float32 probabilities.
     """
     name = check_backbone(section.backbone)
     head = section.head
-    if head not in ("multilabel", "binary"):
-        raise ValueError(f"cls.head must be 'multilabel' or 'binary', got {head!r}")
+    if head not in ("multilabel", "binary", "softmax"):
+        raise ValueError(f"cls.head must be 'multilabel', 'binary' or 'softmax', got {head!r}")
     weights_file = encoder_weights_file(name, section.encoder_weights, fetcher)
     backbone = sm.Backbones.get_backbone(name, input_shape=(None, None, 3), weights=None, include_top=False,
                                          **KERAS_MODULES)
@@ -346,8 +346,9 @@ def build_classifier(section: ClassifierSection, num_classes: int = NUM_CLASSES,
     x = keras.layers.Dropout(section.dropout, name="dropout_pooled")(x)
     x = keras.layers.Dense(section.dense_units, activation="relu", name="dense")(x)
     x = keras.layers.Dropout(section.dropout, name="dropout_dense")(x)
-    x = keras.layers.Dense(num_classes if head == "multilabel" else 1, name="logits")(x)
-    probabilities = keras.layers.Activation("sigmoid", dtype="float32", name="probabilities")(x)
+    x = keras.layers.Dense(1 if head == "binary" else num_classes, name="logits")(x)
+    activation = "softmax" if head == "softmax" else "sigmoid"
+    probabilities = keras.layers.Activation(activation, dtype="float32", name="probabilities")(x)
     return keras.Model(images, probabilities, name=f"classifier_{name}")
 
 

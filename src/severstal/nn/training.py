@@ -54,7 +54,9 @@ def compile_model(model: keras.Model, kind: str, section: ClassifierSection | Se
                                  section.focal_gamma)
         metrics = segmenter_metrics(num_classes, grid.pixel_thresholds, grid.min_areas, 1.0 / section.scale ** 2)
     else:
-        loss, metrics = keras.losses.BinaryCrossentropy(name="bce"), classifier_metrics()
+        loss = keras.losses.CategoricalCrossentropy(name="cce") if section.head == "softmax" else \
+            keras.losses.BinaryCrossentropy(name="bce")
+        metrics = classifier_metrics(single_label=section.head == "softmax")
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=bool(jit_compile))
     return model
 

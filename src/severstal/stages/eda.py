@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pandas as pd
 
 from ..core.constants import CLASS_COLOURS_RGB
@@ -23,7 +24,7 @@ from ..infra import locks
 from ..infra.artifacts import CONFIG_FILE, EDA_KEYS, LOCKS, STAMP_FILE, Paths
 from ..infra.commands import add_config_arguments, config_from_args, run_main
 from ..infra.data import training_set
-from ..infra.figures import NEUTRAL, bar_figure, example_figure, mask_area_histograms, save_figure
+from ..infra.figures import NEUTRAL, bar_figure, example_figure, image_grid, mask_area_histograms, save_figure
 from ..infra.files import text_sha256, write_atomically
 from ..infra.stamps import Action, Stamp, decide, read_stamp, write_stamp
 
@@ -75,8 +76,26 @@ def example_panels(image_dir: Path, image_ids: list[str], rles: dict[str, dict[i
     return panels
 
 
-def expected_figures(presence: pd.DataFrame) -> list[str]:
+def folder_figures(image_dir: Path, presence: pd.DataFrame, names: list[str]) -> dict:
+    """The folders layout's figures: images per class and a grid of examples of each class."""
+    columns = presence_columns_of(presence)
+    counts = [int(presence[column].sum()) for column in columns]
+    figures = {"images_per_class": bar_figure(names, counts, [CLASS_COLOURS_RGB[i] for i in range(len(names))],
+                                              f"Training images per class ({len(presence):,} images)", "class")}
+    for number, (column, name) in enumerate(zip(columns, names, strict=True), start=1):
+        chosen = choose_examples(presence, number, EXAMPLES_PER_CLASS, EXAMPLES_SEED)
+        items = [(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), Path(image_id).name) for image_id in chosen
+                 if (image := cv2.imread(str(image_dir / image_id), cv2.IMREAD_COLOR)) is not None]
+        if items:
+            figures[f"examples_class_{column[4:]}"] = image_grid(items, f"class {number} ({name}): examples")
+    return figures
+
+
+def expected_figures(presence: pd.DataFrame, folders: bool = False) -> list[str]:
     """File names of the figures for this training set."""
+    if folders:
+        return ["images_per_class.png"] + [f"examples_class_{column[4:]}.png" for column in
+                                           presence_columns_of(presence) if presence[column].any()]
     examples = [f"examples_class_{column[4:]}.png" for column in presence_columns_of(presence)
                 if presence[column].any()]
     return [f"{name}.png" for name in SUMMARY_FIGURES] + examples
@@ -101,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
     paths = Paths(config)
     out_dir = paths.eda
     labels, presence = training_set(paths)
-    names = expected_figures(presence)
+    folders = paths.layout == "folders"
+    names = expected_figures(presence, folders)
     with locks.hold(paths.reports / LOCKS, "eda", f"the EDA figures of {config.experiment_name}"):
         current = Stamp.of(config, EDA_KEYS, {"training labels": labels_digest(labels, presence)})
         previous = read_stamp(out_dir / STAMP_FILE) if all((out_dir / name).is_file() for name in names) else None
@@ -111,12 +131,15 @@ def run(args: argparse.Namespace) -> int:
             return 0
         if decision.note:
             print(decision.note)
-        num_pixels = config.data.height * config.data.width
-        for name, figure in summary_figures(labels, presence, num_pixels).items():
-            save_figure(figure, out_dir / f"{name}.png")
-        rles = rle_lookup(labels)
         columns = presence_columns_of(presence)
-        for column in columns:
+        if folders:
+            figures = folder_figures(paths.train_images, presence, list(config.data.classes))
+        else:
+            figures = summary_figures(labels, presence, int(np.prod(config.data.shape)))
+        for name, figure in figures.items():
+            save_figure(figure, out_dir / f"{name}.png")
+        rles = rle_lookup(labels, config.data.class_ids)
+        for column in ([] if folders else columns):
             class_id = int(column[4:])
             chosen = choose_examples(presence, class_id, EXAMPLES_PER_CLASS, EXAMPLES_SEED)
             panels = example_panels(paths.train_images, chosen, rles, len(columns))
@@ -126,8 +149,11 @@ def run(args: argparse.Namespace) -> int:
         write_atomically(out_dir / CONFIG_FILE, config.to_yaml())
         write_stamp(out_dir / STAMP_FILE, current)
     defective = int((presence[columns].sum(axis=1) > 0).sum())
-    print(f"eda: {len(presence):,} training images, {defective:,} with a defect "
-          f"({100 * defective / len(presence):.1f}%); figures in {out_dir}:")
+    if folders:
+        print(f"eda: {len(presence):,} training images in {len(columns)} classes; figures in {out_dir}:")
+    else:
+        print(f"eda: {len(presence):,} training images, {defective:,} with a defect "
+              f"({100 * defective / len(presence):.1f}%); figures in {out_dir}:")
     for path in sorted(out_dir.glob("*.png")):
         print(f"  {path.name}")
     return 0

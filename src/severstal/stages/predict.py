@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from ..core.classification import predicted_classes
 from ..core.ensemble import (
     FLIPS,
     LAYOUTS,
@@ -44,6 +45,7 @@ from ..core.ensemble import (
     mask_rows,
     parse_shard,
     rows_frame,
+    select_folds,
     shard_ids,
     variant_masks,
 )
@@ -57,20 +59,23 @@ from ..infra.artifacts import (
     Ensemble,
     Paths,
     check_predicted_like,
+    check_tuned_on,
     ensemble_folds,
+    finished_folds,
+    read_classification_thresholds,
     read_thresholds,
     replace_folder,
     sidecar_path,
 )
 from ..infra.commands import add_config_arguments, add_inference_options, config_from_args, inference_options, run_main
 from ..infra.config import Config
-from ..infra.data import truth_lookup
+from ..infra.data import split_images, truth_lookup
 from ..infra.errors import UserError, format_problems
 from ..infra.files import write_atomically, write_json
 from ..infra.images import bad_images, image_names, image_sizes
 from ..infra.label_maps import label_map_path, write_label_map
 from ..infra.stamps import Action, Stamp, decide, file_fingerprint, images_fingerprint, read_sidecar
-from ..infra.tables import write_ablation, write_submission
+from ..infra.tables import labels_csv, write_ablation, write_submission
 
 
 def predict_stamp(config: Config, paths: Paths, ensemble: Ensemble, layout: str, skip_bad: bool,
@@ -194,6 +199,70 @@ def image_plan(images_dir: Path, image_ids: Sequence[str], shape: tuple[int, int
     return frozenset(name for name, size in sizes.items() if size is not None and size != tuple(shape))
 
 
+def predict_labels(args: argparse.Namespace, config: Config, paths: Paths) -> int:
+    """The folders layout: each image's most probable class from the fold- and flip-mean classifier probabilities,
+    into ``predictions/<experiment>/labels.csv`` (``image, label, p_<class>...``)."""
+    if args.shard:
+        raise UserError("--shard splits a Kaggle submission; predict a folders data set whole")
+    images_dir = Path(args.images) if args.images else paths.test_images
+    image_ids = split_images(paths, images_dir)
+    if not image_ids:
+        raise UserError(f"{images_dir} is missing or holds no images: give --images DIR or --data DIR")
+    target, names = paths.prediction_labels, list(config.data.classes)
+    with locks.hold(paths.prediction_dir / LOCKS, "labels", f"the predictions {target}"):
+        document = read_classification_thresholds(paths)
+        trained = finished_folds(paths, "cls")
+        try:
+            folds = select_folds(config.inference.folds, trained)
+        except ValueError as error:
+            raise UserError(f"--folds / inference.folds: {error} (trained classifier folds: {trained})") from None
+        weights = check_tuned_on(document, paths, "cls", folds)
+        inputs = {"thresholds": file_fingerprint(paths.thresholds),
+                  **{f"cls fold {fold} weights": value for fold, value in weights.items()},
+                  "images": images_fingerprint(images_dir, image_ids)}
+        settings = {"predict.folds": list(folds), "predict.skip_bad": args.skip_bad}
+        stamp = Stamp.of(config, PREDICT_KEYS, inputs, settings)
+        saved = read_sidecar(sidecar_path(target))
+        decision = decide(str(target), saved["stamp"] if saved and target.is_file() else None, stamp, args.force)
+        if decision.action is Action.SKIP:
+            print(decision.note)
+            return 0
+        if decision.note:
+            print(decision.note)
+        bad = bad_images(images_dir, image_ids, shape=None)
+        if bad and not args.skip_bad:
+            listing = format_problems([f"{name}: {reason}" for name, reason in sorted(bad.items())])
+            raise UserError(f"{len(bad):,} image(s) in {images_dir} cannot be used:\n{listing}\n"
+                            "Replace them, or pass --skip-bad to leave them out (listed in the log).")
+        for name, reason in sorted(bad.items()):
+            print(f"warning: {name} cannot be used ({reason}): left out (--skip-bad)", file=sys.stderr)
+        good = [image_id for image_id in image_ids if image_id not in bad]
+        from ..nn.hardware import announce_devices, configure_hardware, precision_name
+        from ..nn.inference import ensembled_batches, load_fold_model
+
+        announce_devices(config.hardware)
+        check_predicted_like(document, paths, config.inference.tta, precision_name(config.hardware))
+        configure_hardware(config.hardware)
+        started = time.perf_counter()
+        models = {"cls": [load_fold_model(paths, "cls", fold) for fold in folds]}
+        probabilities = []
+        with tqdm(total=len(good), desc="predict", unit="img") as progress:
+            for _, outputs in ensembled_batches(models, [images_dir / image_id for image_id in good],
+                                                list(config.inference.tta), config.inference.batch_size):
+                probabilities.append(outputs["cls"])
+                progress.update(len(outputs["cls"]))
+        probabilities = np.concatenate(probabilities) if probabilities else np.zeros((0, len(names)), np.float32)
+        elapsed = time.perf_counter() - started
+        labels = [names[index] for index in predicted_classes(probabilities)]
+        write_atomically(target, labels_csv(good, labels, probabilities, names))
+        write_json(sidecar_path(target), {"stamp": stamp.to_dict(), "images": len(good), "skipped_bad": sorted(bad),
+                                          "created": datetime.now(UTC).isoformat(timespec="seconds")})
+    counts = ", ".join(f"{name} {labels.count(name):,}" for name in names)
+    print(f"wrote {target}: {len(good):,} images ({counts}); {len(good) / max(elapsed, 1e-9):.1f} images/s with "
+          f"{len(folds)} fold(s), flips {','.join(config.inference.tta)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="severstal predict", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -214,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args, inference_options(args))
     paths = Paths(config)
+    if paths.layout == "folders":
+        return predict_labels(args, config, paths)
     try:
         shard = parse_shard(args.shard) if args.shard is not None else None
     except ValueError as error:

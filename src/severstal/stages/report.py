@@ -18,17 +18,20 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..core.classification import classification_scores, majority_class
 from ..core.ensemble import VARIANT_LABELS, rows_frame
+from ..core.labels import presence_columns
 from ..core.metric import class_table_text, mean_dice, score_pairs
 from ..infra import locks
 from ..infra.artifacts import LOCKS, Paths
 from ..infra.commands import add_config_arguments, config_from_args, run_main
-from ..infra.data import truth_lookup
+from ..infra.data import read_folds, test_classes, truth_lookup
 from ..infra.errors import UserError
+from ..infra.figures import label_confusion, save_figure
 from ..infra.files import content_sha256, write_atomically
 from ..infra.images import image_names, image_sizes
 from ..infra.label_maps import label_map_path, read_label_maps
-from ..infra.tables import read_checked_submission, read_labels
+from ..infra.tables import read_checked_submission, read_labels, read_predicted_labels
 
 TOLERANCE = 1e-7  # ablation.json stores Dice rounded to 8 decimals
 
@@ -156,9 +159,55 @@ def label_map_pairs(paths: Paths) -> tuple[Path, pd.DataFrame]:
         raise UserError(f"cannot score {predictions}/ against {paths.test_masks}/: {error}") from None
 
 
+def classification_report(paths: Paths) -> int:
+    """The folders layout: ``labels.csv`` against the test class folders: accuracy, per-class precision, recall and
+    F1, the majority-class baseline (the most frequent training class) and a confusion-matrix PNG."""
+    names = list(paths.config.data.classes)
+    truth = test_classes(paths)
+    if truth is None:
+        raise UserError(f"no test truth: {paths.test_images}/ is not sorted into class folders "
+                        f"({paths.test_images}/<class name>/<images>), so the predictions cannot be scored")
+    frame = read_predicted_labels(paths.prediction_labels, names)
+    missing = sorted(set(truth) - set(frame["image"]))
+    if missing:
+        raise UserError(f"{len(missing):,} test image(s) are not in {paths.prediction_labels} (e.g. {missing[0]}): "
+                        "re-run `severstal predict --force`")
+    frame = frame[frame["image"].isin(truth)]
+    index = {name: number for number, name in enumerate(names)}
+    true = [truth[image] for image in frame["image"]]
+    scores = classification_scores(true, [index[label] for label in frame["label"]], names)
+    training = read_folds(paths)[presence_columns(paths.config.data.class_ids)].sum().to_numpy()
+    majority = majority_class(training)
+    baseline = classification_scores(true, [majority] * len(true), names)["accuracy"]
+    figure = paths.reports / "confusion.png"
+    save_figure(label_confusion(scores["confusion"], names, f"test images: accuracy {scores['accuracy']:.3f} "
+                                f"(majority class {baseline:.3f})"), figure)
+    text = (f"# Score of {paths.prediction_labels} ({paths.config.experiment_name})\n\n"
+            f"{scores['images']:,} labelled test images; confusion matrix in {figure}.\n\n"
+            f"| | accuracy | macro F1 |\n|---|---:|---:|\n"
+            f"| majority class ({names[majority]}, the most frequent training class) | {baseline:.4f} | |\n"
+            f"| the classifier | {scores['accuracy']:.4f} | {scores['macro_f1'] or 0:.4f} |\n\n"
+            f"| class | precision | recall | F1 | images |\n|---|---:|---:|---:|---:|\n" +
+            "".join(f"| {name} | {_number(row['precision'])} | {_number(row['recall'])} | {_number(row['f1'])} | "
+                    f"{row['support']} |\n" for name, row in scores["classes"].items()))
+    with locks.hold(paths.reports / LOCKS, "report", f"the score table of {paths.config.experiment_name}"):
+        write_atomically(paths.score_table, text)
+    print(text)
+    print(f"written to {paths.score_table}")
+    print(f"majority_accuracy {baseline:.6f}")
+    print(f"accuracy {scores['accuracy']:.6f}")
+    return 0
+
+
+def _number(value) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     paths = Paths(config)
+    if paths.layout == "folders":
+        return classification_report(paths)
     submission, pairs = label_map_pairs(paths) if paths.layout == "masks" else kaggle_pairs(paths)
     text = build_report(paths, submission, pairs)
     target = paths.score_table

@@ -25,12 +25,12 @@ from ..core.metric import dice, score_pairs
 from ..infra import locks
 from ..infra.artifacts import LOCKS, Paths
 from ..infra.commands import add_config_arguments, config_from_args, run_main
-from ..infra.data import locate_images, truth_lookup
+from ..infra.data import locate_images, test_classes, truth_lookup
 from ..infra.errors import UserError
-from ..infra.figures import class_label, prediction_figure, save_figure
+from ..infra.figures import class_label, image_grid, prediction_figure, save_figure
 from ..infra.images import image_names
 from ..infra.label_maps import LABEL_MAP_SUFFIX, read_label_maps
-from ..infra.tables import read_checked_submission
+from ..infra.tables import read_checked_submission, read_predicted_labels
 
 PREDICTION_ALPHA = 0.45  # opacity of the predicted fill
 TRUTH_OUTLINE = 2  # contour width of the true masks, pixels
@@ -138,9 +138,40 @@ def predicted_lookup(paths: Paths, submission: str | None) -> tuple[Path, dict[s
     return path, rle_lookup(frame, class_ids), set(frame["ImageId"])
 
 
+def show_labels(args: argparse.Namespace, paths: Paths) -> int:
+    """The folders layout: the test images in grids captioned with the predicted class (its probability) and,
+    for a labelled test set, the true one; ``--best-worst N``: the N most confident right and wrong ones."""
+    names = list(paths.config.data.classes)
+    frame = read_predicted_labels(paths.prediction_labels, names)
+    truth = test_classes(paths) or {}
+    frame["p"] = [float(row[f"p_{row['label']}"]) for _, row in frame.iterrows()]
+    frame["true"] = [names[truth[image]] if image in truth else None for image in frame["image"]]
+    out = Path(args.out) if args.out else paths.predictions
+    if args.best_worst is not None:
+        if args.best_worst < 1 or not truth:
+            raise UserError("--best-worst needs a positive number and a labelled test set (test/<class name>/)")
+        right = frame[frame["label"] == frame["true"]].sort_values("p", ascending=False).head(args.best_worst)
+        wrong = frame[frame["label"] != frame["true"]].sort_values("p", ascending=False).head(args.best_worst)
+        groups = {"best.png": (right, "the most confident right predictions"),
+                  "worst.png": (wrong, "the most confident wrong predictions")}
+    else:
+        chosen = frame.head(args.limit) if args.limit > 0 else frame
+        groups = {"labels.png": (chosen, f"{len(chosen)} predicted test images")}
+    with locks.hold(out.parent / LOCKS, out.name, f"the figures in {out}"):
+        for name, (rows, title) in groups.items():
+            items = [(read_rgb(paths.test_images / row.image),
+                      f"{Path(row.image).name}\npredicted {row.label} ({row.p:.2f})"
+                      + (f", true {row.true}" if row.true else "")) for row in rows.itertuples()]
+            save_figure(image_grid(items or [(np.zeros((8, 8, 3), np.uint8), "none")], title), out / name)
+    print(f"drew {sum(len(rows) for rows, _ in groups.values())} image(s) into {out}/ ({', '.join(groups)})")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     paths = Paths(config)
+    if paths.layout == "folders":
+        return show_labels(args, paths)
     source, predicted, in_predictions = predicted_lookup(paths, args.submission)
     by_stem = source.is_dir()  # label maps are named by the image's stem
     out = Path(args.out) if args.out else paths.predictions

@@ -37,7 +37,7 @@ from ..infra.artifacts import (
 from ..infra.commands import add_config_arguments, config_from_args, run_main
 from ..infra.config import Config
 from ..infra.data import TrainingImages, chosen_folds
-from ..infra.errors import ConfigError, format_problems
+from ..infra.errors import ConfigError, UserError, format_problems
 from ..infra.oof_files import read_oof_stamp
 from ..infra.schema import check_against_data, encoder_weights_problem, ineffective_keys
 from ..infra.stamps import Action, decide, different_config_message
@@ -46,8 +46,15 @@ from ..infra.stamps import Action, decide, different_config_message
 def check_before_training(config: Config, images: TrainingImages, kind: str) -> None:
     """The checks that need the data but not TensorFlow: the training labels, per-class keys, a local
     encoder weights file; then the keys that have no effect given the others are listed."""
+    layout = images.paths.layout
+    if layout == "folders" and kind == "seg":
+        raise UserError(f"{config.data.dir} is classification data (the folders layout: one class per image, no "
+                        "masks): train the classifier only (severstal train --model cls)")
     images.check_labels()
     problems = check_against_data(config, config.data.num_classes, kind)
+    if kind == "cls" and config.cls.head == "softmax" and layout != "folders":
+        problems.append(f"cls.head: softmax gives each image one class; the {layout} layout's images may have "
+                        "several or none (multilabel or binary)")
     problems += [problem for problem in [encoder_weights_problem(config, kind)] if problem]
     if problems:
         raise ConfigError(f"{config.source}: the config does not fit this data set:\n{format_problems(problems)}")

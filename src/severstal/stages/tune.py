@@ -17,14 +17,19 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
+
+from ..core.classification import classification_scores, majority_class, predicted_classes
+from ..core.labels import presence_columns
 from ..core.oofstats import OOFStatistics, combine_folds
 from ..core.thresholds import SearchGrid, SearchResult, search_thresholds, thresholds_document
 from ..infra import locks
 from ..infra.artifacts import LOCKS, MODEL_NAMES, TUNE_KEYS, Paths
 from ..infra.commands import add_config_arguments, config_from_args, run_main
 from ..infra.config import Config, select
+from ..infra.data import read_folds
 from ..infra.errors import UserError
-from ..infra.figures import save_figure, threshold_heatmap
+from ..infra.figures import label_confusion, save_figure, threshold_heatmap
 from ..infra.files import write_json
 from ..infra.oof_files import load_classifier_oof, load_segmentation_oof
 from ..infra.stamps import Action, Stamp, decide, file_fingerprint
@@ -169,9 +174,94 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def classification_text(scores: dict, names: list[str]) -> str:
+    """Accuracy, macro F1 and per-class precision, recall and F1 of ``core.classification`` scores, as a table."""
+    def number(value) -> str:
+        return "   n/a" if value is None else f"{value:6.3f}"
+
+    width = max(8, *(len(name) for name in names))
+    lines = [f"{'class':<{width}} {'precision':>9} {'recall':>6} {'f1':>6} {'images':>6}"]
+    for name in names:
+        row = scores["classes"][name]
+        lines.append(f"{name:<{width}} {number(row['precision']):>9} {number(row['recall'])} {number(row['f1'])} "
+                     f"{row['support']:>6}")
+    lines.append(f"accuracy {scores['accuracy']:.4f} over {scores['images']} images, macro F1 "
+                 f"{number(scores['macro_f1']).strip()}")
+    return "\n".join(lines)
+
+
+def tune_classifier(config: Config, paths: Paths, force: bool) -> int:
+    """The folders layout: the decision is the most probable class; its out-of-fold scores, with the majority-class
+    baseline, go into thresholds.json (with the weights and the predictions' flips and precision, which predict
+    checks) and a confusion-matrix PNG."""
+    files = paths.oof_files("cls")
+    missing = {fold: path for fold, path in files.items() if not path.is_file()}
+    if missing:
+        raise UserError(missing_folds_message("cls", missing, config))
+    names = list(config.data.classes)
+    fingerprints = {path.as_posix(): file_fingerprint(path) for path in files.values()}
+    current = Stamp.of(config, TUNE_KEYS, fingerprints)
+    decision = decide(str(paths.thresholds), previous_stamp(paths.thresholds), current, force)
+    if decision.action is Action.SKIP:
+        print(decision.note)
+        print(f"cv_accuracy {json.loads(paths.thresholds.read_text())['cv_accuracy']:.6f}")
+        return 0
+    if decision.note:
+        print(decision.note)
+    folds = read_folds(paths).set_index("ImageId")
+    truth_of = dict(zip(folds.index, np.argmax(folds[presence_columns(config.data.class_ids)].to_numpy(), axis=1),
+                        strict=True))
+    weights, tuned_on, truth, predicted, per_fold = {}, None, [], [], {}
+    for fold, path in files.items():
+        recompute = f"recompute it with `severstal oof --model cls --fold {fold} --force`"
+        try:
+            part = load_classifier_oof(path)
+        except ValueError as error:
+            raise UserError(f"{error}; {recompute}") from None
+        made = predictions_of(part, path, recompute)
+        if tuned_on is not None and made != tuned_on:
+            raise UserError(f"{path} was predicted otherwise than the other folds ({made} vs {tuned_on}): recompute "
+                            "them all with `severstal oof --model cls --fold all --force`")
+        tuned_on = made
+        unknown = [str(i) for i in part["image_ids"] if str(i) not in truth_of]
+        if unknown or part["probabilities"].shape[1] != len(names):
+            raise UserError(f"{path} does not fit the folds file and classes ({len(unknown)} unknown images, "
+                            f"{part['probabilities'].shape[1]} classes for {len(names)}): {recompute}")
+        fold_truth = [truth_of[str(i)] for i in part["image_ids"]]
+        fold_predicted = predicted_classes(part["probabilities"]).tolist()
+        per_fold[fold] = classification_scores(fold_truth, fold_predicted, names)["accuracy"]
+        truth += fold_truth
+        predicted += fold_predicted
+        weights[fold] = (part["stamp"].inputs.get("weights") if part["stamp"] else None) or "unknown"
+    scores = classification_scores(truth, predicted, names)
+    counts = np.bincount(np.asarray(truth, np.int64), minlength=len(names))
+    majority = majority_class(counts)
+    document = {
+        "kind": "classification", "experiment": config.experiment_name,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"), "decision": "argmax", "classes": names,
+        "cv_accuracy": scores["accuracy"], "oof": scores, "heldout_accuracy_per_fold": per_fold,
+        "majority_class": names[majority], "majority_accuracy": float(counts[majority] / counts.sum()),
+        "config": config.raw, "inputs": fingerprints, "weights": {"cls": weights}, "tuned_on": tuned_on,
+    }
+    write_json(paths.thresholds, document)
+    figure = paths.reports / "confusion_oof.png"
+    save_figure(label_confusion(scores["confusion"], names, f"out-of-fold, {len(files)} folds: accuracy "
+                                f"{scores['accuracy']:.3f}"), figure)
+    print(f"classification (folders layout): each image gets its most probable class; wrote {paths.thresholds} "
+          f"and {figure}")
+    print(classification_text(scores, names))
+    print(f"majority class ({names[majority]}) accuracy {document['majority_accuracy']:.4f}; per fold: "
+          + ", ".join(f"fold {fold} {value:.4f}" for fold, value in per_fold.items()))
+    print(f"cv_accuracy {scores['accuracy']:.6f}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     paths = Paths(config)
+    if paths.layout == "folders":
+        with locks.hold(paths.models / LOCKS, "thresholds", f"the thresholds of {config.experiment_name}"):
+            return tune_classifier(config, paths, args.force)
     grid = SearchGrid(config.tune.pixel_thresholds, config.tune.min_component_sizes, config.tune.min_areas,
                       config.tune.classifier_thresholds)
     with locks.hold(paths.models / LOCKS, "thresholds", f"the thresholds of {config.experiment_name}"):
