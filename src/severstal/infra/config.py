@@ -293,11 +293,17 @@ def _is_size(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
+PIXEL_ALLOWANCE = 4  # data.adapt_sizes: whole images may hold up to 4x the pixels the config gives Severstal's
+
+
 def adapt_sizes(tree: dict, shape: tuple[int, int], origins: dict[str, str], overridden: set[str]) -> None:
     """Scale the pixel sizes a config gives for Severstal's 256 x 1600 images to images of ``shape``, in place.
 
-    Each model's ``scale`` is multiplied so its scaled images hold as many pixels as at 256 x 1600
-    (at most 1); a training ``crop`` larger than the scaled image is cut to it (to a multiple of 32 for
+    Each model's ``scale`` is set so its scaled images hold at most :data:`PIXEL_ALLOWANCE` times the
+    pixels the config gives it at 256 x 1600 (at most 1): Severstal's defects are long and wide enough
+    for a quarter of the resolution, other data sets' (thin scratches, small pits on a plate) are small
+    within smaller images, and a whole image costs only in validation and prediction, while a training
+    step's cost is its crop's, which does not grow. A training ``crop`` larger than the scaled image is cut to it (to a multiple of 32 for
     the segmenter) and the ``batch_size`` raised by the pixels it lost (at most 4 times); ``tune``'s
     ``min_component_sizes`` and ``min_areas`` are scaled by the ratio of the images' pixel counts. Keys
     set with ``--set`` are left as they are. Nothing changes for 256 x 1600 images.
@@ -306,7 +312,7 @@ def adapt_sizes(tree: dict, shape: tuple[int, int], origins: dict[str, str], ove
     if (height, width) == (HEIGHT, WIDTH):
         return
     origin = f"data.adapt_sizes (the data's {height} x {width} images): "
-    factor = math.sqrt(HEIGHT * WIDTH / (height * width))
+    factor = math.sqrt(PIXEL_ALLOWANCE * HEIGHT * WIDTH / (height * width))
     for kind, multiple in (("cls", 1), ("seg", CROP_MULTIPLE)):
         section = tree[kind]
         if not _adaptable(section, ("scale", "crop", "batch_size")):

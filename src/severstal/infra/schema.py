@@ -334,7 +334,7 @@ class DataSection:
                                           "masks: classes.txt; folders: the class folders)")
     adapt_sizes: bool = key(False, boolean(),
                             "the models' scales, crops and batches and tune's areas are given for Severstal's 256 x "
-                            "1600 images: on data of another size, scale them to the same pixel counts")
+                            "1600 images: on data of another size, fit them to its images (README: Your own data)")
 
     # Loading a config fills height, width and classes from the data (infra.config.resolve_data); a config saved
     # before these keys existed was made for Severstal's data, whose values the properties then give.
