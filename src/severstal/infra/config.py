@@ -303,8 +303,9 @@ def adapt_sizes(tree: dict, shape: tuple[int, int], origins: dict[str, str], ove
     pixels the config gives it at 256 x 1600 (at most 1): Severstal's defects are long and wide enough
     for a quarter of the resolution, other data sets' (thin scratches, small pits on a plate) are small
     within smaller images, and a whole image costs only in validation and prediction, while a training
-    step's cost is its crop's, which does not grow. A training ``crop`` larger than the scaled image is cut to it (to a multiple of 32 for
-    the segmenter) and the ``batch_size`` raised by the pixels it lost (at most 4 times); ``tune``'s
+    step's cost is its crop's, which does not grow. A training ``crop`` larger than the scaled image is
+    cut to it (to a multiple of 32 for the segmenter) and the ``batch_size`` raised by the pixels it
+    lost (at most 4 times); ``tune``'s
     ``min_component_sizes`` and ``min_areas`` are scaled by the ratio of the images' pixel counts. Keys
     set with ``--set`` are left as they are. Nothing changes for 256 x 1600 images.
     """
