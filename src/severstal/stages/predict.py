@@ -16,6 +16,13 @@ same pass scores the post-processing ablation (see ``core.ensemble``) into
 
 ``--shard i/n`` predicts the i-th of n contiguous chunks of the sorted image names into
 ``submissions/<experiment>/shards/part-i-of-n.csv``; ``severstal merge`` joins the parts.
+
+Own data (``infra.layouts``): in the masks layout the output is ``predictions/<experiment>/masks/``,
+one label map per image (overlapping classes go to the most probable one), written into a
+temporary folder that replaces the old one at the end; an image larger than the training images is
+predicted by tiles (``inference.tile_size``, ``inference.tile_overlap``), a smaller one is refused;
+``test_masks/`` gives the ablation. In the folders layout the classifier folds alone predict
+``predictions/<experiment>/labels.csv`` (``image, label, p_<class>...``).
 """
 
 from __future__ import annotations

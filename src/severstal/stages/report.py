@@ -7,6 +7,11 @@ segmenter at 0.5, + tuned pixel/component/area thresholds, + tuned classifier ga
 submission, with mean Dice, its gain over the row above and the Dice of each class. The submission's
 own score must equal the ablation's final row. The table is also written to
 ``reports/<experiment>/score_table.md``; the last line printed is ``mean_dice 0.xxxxxx``.
+
+Own data: the masks layout's label maps (``predictions/<experiment>/masks/``) are scored the same
+way against ``test_masks/``; the folders layout's ``labels.csv`` against the test class folders
+(accuracy, per-class precision, recall and F1, the majority-class baseline, ``confusion.png``; the
+last line printed is ``accuracy 0.xxxxxx``).
 """
 
 from __future__ import annotations
