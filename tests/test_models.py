@@ -287,3 +287,13 @@ def test_build_model_without_encoder_weights_never_downloads(monkeypatch):
     monkeypatch.setattr(models, "fetch_with_keras", refuse)
     model = build_model("seg", segmenter_section(encoder_weights="imagenet"), encoder_weights=False)
     assert model.output_shape == (None, None, None, 4)
+
+
+def test_a_softmax_inceptionv3_classifier_gives_one_class_per_image():
+    model = build_model("cls", classifier_section(backbone="inceptionv3", head="softmax", pooling="avg"), 3)
+    images = np.random.default_rng(0).integers(0, 256, (2, 80, 96, 3), dtype=np.uint8)
+    probabilities = model.predict_on_batch(images)
+    assert probabilities.shape == (2, 3)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    weights = imagenet_weights_file("inceptionv3")  # keras_applications' no-top file, md5 as keras checks it
+    assert weights.name == "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5" and len(weights.file_hash) == 32
