@@ -140,6 +140,7 @@ def test_a_folders_data_set_gets_a_softmax_classifier(tmp_path):
     config = load_config(DEMO, data=tmp_path / "parts")
     assert config.data.classes == ("defective", "healthy") and config.data.shape == (40, 60)
     assert config.cls.head == "softmax" and config.cls.augment.mask_dropout == 0.0
+    assert config.cls.epochs == config.seg.epochs == 18  # no segmenter: its epochs go to the classifier
     assert load_config(DEMO, ["cls.head=binary"], data=tmp_path / "parts").cls.head == "binary"
     missing = load_config(DEMO, data=tmp_path / "nothing")  # no data yet: Severstal's
     assert missing.data.shape == (256, 1600) and missing.data.classes == ("1", "2", "3", "4")

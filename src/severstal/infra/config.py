@@ -278,9 +278,14 @@ def resolve_data(tree: dict, origins: dict[str, str], overridden: set[str]) -> N
 
 
 def folders_classifier(tree: dict, origins: dict[str, str], overridden: set[str]) -> None:
-    """The classifier of a folders data set, in place: a softmax head (one class per image) unless ``cls.head``
-    is set with ``--set``, and no defect blackout (``cls.augment.mask_dropout``), which needs masks."""
+    """The classifier of a folders data set, in place: a softmax head (one class per image), no defect blackout
+    (``cls.augment.mask_dropout``, which needs masks) and, as no segmenter is trained, at least the segmenter's
+    ``epochs`` (its training time goes to the classifier). Keys set with ``--set`` are left as they are."""
     origin = "the folders layout (one class per image): "
+    if "cls.epochs" not in overridden and isinstance(tree["cls"]["epochs"], int) and isinstance(
+            tree["seg"]["epochs"], int) and tree["seg"]["epochs"] > tree["cls"]["epochs"]:
+        tree["cls"]["epochs"] = tree["seg"]["epochs"]
+        origins["cls.epochs"] = origin
     if "cls.head" not in overridden:
         tree["cls"]["head"] = "softmax"
         origins["cls.head"] = origin

@@ -206,6 +206,12 @@ def image_plan(images_dir: Path, image_ids: Sequence[str], shape: tuple[int, int
     return frozenset(name for name, size in sizes.items() if size is not None and size != tuple(shape))
 
 
+def speed(images: int, seconds: float) -> str:
+    """``12.3 images/s``, or ``39.5 s/image`` below one image a second (large tiled images)."""
+    rate = images / max(seconds, 1e-9)
+    return f"{rate:.1f} images/s" if rate >= 1 or not images else f"{seconds / images:.1f} s/image"
+
+
 def predict_labels(args: argparse.Namespace, config: Config, paths: Paths) -> int:
     """The folders layout: each image's most probable class from the fold- and flip-mean classifier probabilities,
     into ``predictions/<experiment>/labels.csv`` (``image, label, p_<class>...``)."""
@@ -265,7 +271,7 @@ def predict_labels(args: argparse.Namespace, config: Config, paths: Paths) -> in
         write_json(sidecar_path(target), {"stamp": stamp.to_dict(), "images": len(good), "skipped_bad": sorted(bad),
                                           "created": datetime.now(UTC).isoformat(timespec="seconds")})
     counts = ", ".join(f"{name} {labels.count(name):,}" for name in names)
-    print(f"wrote {target}: {len(good):,} images ({counts}); {len(good) / max(elapsed, 1e-9):.1f} images/s with "
+    print(f"wrote {target}: {len(good):,} images ({counts}); {speed(len(good), elapsed)} with "
           f"{len(folds)} fold(s), flips {','.join(config.inference.tta)}")
     return 0
 
@@ -379,7 +385,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"wrote {target}: {len(image_ids):,} images, {len(frame):,} rows, {masks:,} non-empty masks; valid")
     predicted = len(image_ids) - len(bad)
-    print(f"{predicted / max(elapsed, 1e-9):.1f} images/s ({predicted:,} images predicted in {elapsed:.1f} s, "
+    print(f"{speed(predicted, elapsed)} ({predicted:,} images predicted in {elapsed:.1f} s, "
           f"{len(folds)} fold(s), flips {','.join(config.inference.tta)})")
     return 0
 
