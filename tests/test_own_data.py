@@ -204,3 +204,18 @@ def test_folders_layout_predicts_labels_and_scores_them(folders_run, capsys, mon
     assert out[-2].startswith("majority_accuracy ") and out[-1].startswith("accuracy ")
     assert severstal("train", "--model", "seg", "--fold", "0", "--config", folders_run / "config.yaml") == 1
     assert "classification data" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_tiff_images_decode_like_opencv(tmp_path, channels):
+    from severstal.nn.pipeline import decode_any, input_spec, read_image
+
+    rng = np.random.default_rng(channels)
+    image = rng.integers(0, 256, (30, 50, channels) if channels == 3 else (30, 50), dtype=np.uint8)
+    path = tmp_path / "plate.tif"
+    cv2.imwrite(str(path), image)
+    expected = cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    np.testing.assert_array_equal(decode_any(path.read_bytes()).numpy(), expected)
+    decoded, original = read_image(str(path), input_spec(30, 50, 1.0))
+    np.testing.assert_array_equal(decoded.numpy(), expected)
+    assert original.numpy().tolist() == [30, 50]

@@ -13,7 +13,7 @@ from ..core.checks import check_image_bytes, digest
 from ..core.constants import HEIGHT, WIDTH
 from .errors import UserError, format_problems
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")  # what both OpenCV and tf.io.decode_image read
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")  # what OpenCV and nn.pipeline.decode_any read
 PROGRESS_FROM = 500  # image counts from which a scan shows a progress bar
 
 

@@ -2,7 +2,7 @@
 
 - ``kaggle``: ``train.csv`` (either of Kaggle's layouts), ``train_images/``, ``test_images/``,
   ``sample_submission.csv``.
-- ``masks``: ``train_images/`` (JPEG, PNG or BMP, all of one size), ``train_masks/<image
+- ``masks``: ``train_images/`` (JPEG, PNG, BMP or TIFF, all of one size), ``train_masks/<image
   stem>.png`` (one single-channel label map per defective image: pixel value = class number 1..C,
   0 = no defect; an image without one is defect-free), ``classes.txt`` (the class names, one a
   line, in class-number order), ``test_images/`` and optionally ``test_masks/`` (the test truth).

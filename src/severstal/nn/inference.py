@@ -28,7 +28,7 @@ from ..infra.artifacts import BEST_WEIGHTS, CONFIG_FILE, FoldState, Paths, fold_
 from ..infra.config import saved_config
 from ..infra.errors import ConfigError, UserError
 from .models import build_model
-from .pipeline import InputSpec, area_resize, image_dataset, input_spec
+from .pipeline import InputSpec, area_resize, decode_any, image_dataset, input_spec
 from .tfsetup import keras, tf
 
 
@@ -216,7 +216,7 @@ def ensembled_tiles(fold_models: dict[str, list[FoldModel]], paths: Sequence, tt
     """
     ensembles = {kind: FoldEnsemble(models, tta) for kind, models in fold_models.items() if models}
     for index, path in enumerate(paths):
-        image = tf.io.decode_image(tf.io.read_file(str(path)), channels=3, expand_animations=False).numpy()
+        image = decode_any(tf.io.read_file(str(path))).numpy()
         yield index, {kind: tiled_probabilities(ensemble, image, overlap, batch_size, tile_shape)
                       for kind, ensemble in ensembles.items()}
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from itertools import count
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from ..core.constants import CLASS_IDS
@@ -108,6 +109,32 @@ def area_resize(images, size):
     return tf.cast(tf.round(tf.image.resize(images, size, method="area")), tf.uint8)
 
 
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*")  # little- and big-endian TIFF
+
+
+def _opencv_rgb(contents: np.ndarray) -> np.ndarray:
+    """``(h, w, 3)`` uint8 RGB of an image file's bytes (a uint8 array) decoded by OpenCV (grey and 16-bit images
+    converted)."""
+    image = cv2.imdecode(contents, cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError("the image cannot be decoded (severstal check-data lists unreadable images)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def decode_any(contents):
+    """An image file's bytes as ``(h, w, 3)`` uint8 RGB at its own size: TensorFlow's decoders (JPEG, PNG, BMP,
+    GIF), OpenCV's for TIFF, which ``tf.io`` cannot read."""
+    header = tf.strings.substr(contents, 0, 4)
+    tiff = tf.reduce_any(tf.equal(header, tf.constant(TIFF_MAGIC)))
+
+    def opencv():
+        data = tf.io.decode_raw(contents, tf.uint8)  # the bytes as uint8 (a string would lose trailing zeros)
+        image = tf.numpy_function(_opencv_rgb, [data], tf.uint8, stateful=False)
+        return tf.ensure_shape(image, (None, None, 3))
+
+    return tf.cond(tiff, opencv, lambda: tf.io.decode_image(contents, channels=3, expand_animations=False))
+
+
 def decode_image(contents, spec: InputSpec):
     """:func:`read_image` of a file's bytes."""
     def jpeg():
@@ -120,7 +147,7 @@ def decode_image(contents, spec: InputSpec):
         return image, original
 
     def other():
-        image = tf.io.decode_image(contents, channels=3, expand_animations=False)
+        image = decode_any(contents)
         return image, tf.shape(image)[:2]
 
     image, original = tf.cond(tf.io.is_jpeg(contents), jpeg, other)
