@@ -71,12 +71,13 @@ def test_report_prints_the_steps_and_ends_with_the_score(workspace, capsys):
     assert document["best_images"] == []  # both informative images are among the 10 worst
 
 
-def test_report_without_ablation_shows_the_submission_row(workspace, capsys):
+def test_report_without_ablation_shows_the_submission_and_all_empty_rows(workspace, capsys):
     assert report.main(["--config", "config.yaml"]) == 0
     out = capsys.readouterr().out
     assert "No ablation report" in out
-    assert table_rows(out) == [["final tuned (the submission)", "0.812500", "", "0.750000", "1.000000", "1.000000",
-                                "0.500000"]]
+    assert table_rows(out) == [
+        ["all empty", "0.875000", "", "0.500000", "1.000000", "1.000000", "1.000000"],  # from the truth alone
+        ["final tuned (the submission)", "0.812500", "-0.062500", "0.750000", "1.000000", "1.000000", "0.500000"]]
 
 
 def test_report_refuses_an_ablation_of_another_submission(workspace, capsys):

@@ -100,9 +100,11 @@ def build_report(paths: Paths, submission: Path, pairs: pd.DataFrame) -> str:
         rows = ablation_rows(document)
         note = f"Steps scored by `severstal predict` in the same pass ({document_path})."
     else:
-        rows = [(VARIANT_LABELS["final"], scored)]
-        note = (f"No ablation report ({document_path}): `severstal predict --force` makes one when "
-                "test_labels.csv exists.")
+        empty = submission_row(pairs.assign(dice=(pairs["true_area"] == 0).astype(float)))
+        rows = [(VARIANT_LABELS["empty"], empty), (VARIANT_LABELS["final"], {**scored, "gain": scored["mean"] -
+                                                                              empty["mean"]})]
+        note = (f"No ablation report ({document_path}): `severstal predict --force` makes one when the test truth "
+                "exists.")
     class_ids = sorted(int(c) for c in pairs["ClassId"].unique())
     counts = class_table_text(pairs, class_ids)
     images = pairs["ImageId"].nunique()
