@@ -40,7 +40,6 @@ from ..core.ensemble import select_folds, shard_file_name
 from ..core.thresholds import thresholds_from_document
 from .config import Config, select
 from .errors import UserError
-from .images import image_names
 from .layouts import (
     FOLDERS_TEST,
     FOLDERS_TRAIN,
@@ -52,8 +51,8 @@ from .layouts import (
     TRAIN_LABELS,
     TRAIN_MASKS,
     LayoutError,
-    class_folders,
     detect_layout,
+    folder_images,
 )
 from .oof_files import read_oof_stamp
 from .stamps import Stamp, file_fingerprint, folder_fingerprint, images_fingerprint, read_stamp, stamp_differences
@@ -264,6 +263,18 @@ def fold_label(kind: str, fold: int, experiment: str) -> str:
 
 # ----------------------------------------------------------------------------- thresholds
 
+def _thresholds_json(paths: Paths, trained: str):
+    """The parsed ``thresholds.json``; UserError when it is missing (tune after training ``trained``) or not JSON."""
+    path = paths.thresholds
+    if not path.is_file():
+        raise UserError(f"{path} does not exist: run severstal tune first (after training {trained}), "
+                        f"e.g. `severstal tune --config {paths.config.source}`")
+    try:
+        return json.loads(path.read_text())
+    except ValueError as error:
+        raise UserError(f"{path} is not valid JSON ({error}): run severstal tune --force") from None
+
+
 def read_thresholds(paths: Paths) -> dict:
     """The tuned thresholds document; UserError when missing, unreadable or out of range (naming the key).
 
@@ -272,13 +283,7 @@ def read_thresholds(paths: Paths) -> dict:
         ``ClassThresholds`` in channel order, checked.
     """
     path = paths.thresholds
-    if not path.is_file():
-        raise UserError(f"{path} does not exist: run severstal tune first (after training every fold), "
-                        f"e.g. `severstal tune --config {paths.config.source}`")
-    try:
-        document = json.loads(path.read_text())
-    except ValueError as error:
-        raise UserError(f"{path} is not valid JSON ({error}): run severstal tune --force") from None
+    document = _thresholds_json(paths, "every fold")
     try:
         settings = thresholds_from_document(document, paths.config.data.num_classes)
     except ValueError as error:
@@ -290,13 +295,7 @@ def read_classification_thresholds(paths: Paths) -> dict:
     """The folders layout's thresholds.json (the decision and what it was tuned on); UserError when missing or
     made for another layout or other classes."""
     path = paths.thresholds
-    if not path.is_file():
-        raise UserError(f"{path} does not exist: run severstal tune first (after training every classifier fold), "
-                        f"e.g. `severstal tune --config {paths.config.source}`")
-    try:
-        document = json.loads(path.read_text())
-    except ValueError as error:
-        raise UserError(f"{path} is not valid JSON ({error}): run severstal tune --force") from None
+    document = _thresholds_json(paths, "every classifier fold")
     if not isinstance(document, dict) or document.get("kind") != "classification" or \
             document.get("classes") != list(paths.config.data.classes):
         raise UserError(f"{path} was not tuned for this classification data set (classes "
@@ -420,8 +419,8 @@ def data_inputs(paths: Paths) -> dict[str, str]:
     if paths.layout == "masks":
         labels = folder_fingerprint(paths.train_masks)
     elif paths.layout == "folders":  # the labels are the class folders the images are in
-        labels = images_fingerprint(paths.train_images, [f"{name}/{image}" for name in class_folders(paths.train_images)
-                                                         for image in image_names(paths.train_images / name)])
+        labels = images_fingerprint(paths.train_images,
+                                    [image_id for image_id, _ in folder_images(paths.train_images)])
     else:
         labels = file_fingerprint(paths.train_labels)
     return {"folds file": file_fingerprint(paths.folds_file), "training labels": labels}
