@@ -206,6 +206,28 @@ def image_plan(images_dir: Path, image_ids: Sequence[str], shape: tuple[int, int
     return frozenset(name for name, size in sizes.items() if size is not None and size != tuple(shape))
 
 
+def unusable_images(images_dir: Path, image_ids: Sequence[str], shape: tuple[int, int] | None, skip_bad: bool,
+                    fate: tuple[str, str]) -> dict[str, str]:
+    """The images that cannot be used (``infra.images.bad_images``): a UserError listing them, or with ``skip_bad``
+    a warning for each.
+
+    Args:
+        fate: what ``--skip-bad`` does with them, as advice and as the warning's end, e.g.
+            ``("leave them out (listed in the log)", "left out")``.
+
+    Returns:
+        ``{file name: reason}``.
+    """
+    bad = bad_images(images_dir, image_ids, shape=shape)
+    if bad and not skip_bad:
+        listing = format_problems([f"{name}: {reason}" for name, reason in sorted(bad.items())])
+        raise UserError(f"{len(bad):,} image(s) in {images_dir} cannot be used:\n{listing}\n"
+                        f"Replace them, or pass --skip-bad to {fate[0]}.")
+    for name, reason in sorted(bad.items()):
+        print(f"warning: {name} cannot be used ({reason}): {fate[1]} (--skip-bad)", file=sys.stderr)
+    return bad
+
+
 def speed(images: int, seconds: float) -> str:
     """``12.3 images/s``, or ``39.5 s/image`` below one image a second (large tiled images)."""
     rate = images / max(seconds, 1e-9)
@@ -242,13 +264,8 @@ def predict_labels(args: argparse.Namespace, config: Config, paths: Paths) -> in
             return 0
         if decision.note:
             print(decision.note)
-        bad = bad_images(images_dir, image_ids, shape=None)
-        if bad and not args.skip_bad:
-            listing = format_problems([f"{name}: {reason}" for name, reason in sorted(bad.items())])
-            raise UserError(f"{len(bad):,} image(s) in {images_dir} cannot be used:\n{listing}\n"
-                            "Replace them, or pass --skip-bad to leave them out (listed in the log).")
-        for name, reason in sorted(bad.items()):
-            print(f"warning: {name} cannot be used ({reason}): left out (--skip-bad)", file=sys.stderr)
+        bad = unusable_images(images_dir, image_ids, None, args.skip_bad,
+                              ("leave them out (listed in the log)", "left out"))
         good = [image_id for image_id in image_ids if image_id not in bad]
         from ..nn.hardware import announce_devices, configure_hardware, precision_name
         from ..nn.inference import ensembled_batches, load_fold_model
@@ -332,13 +349,8 @@ def run(args: argparse.Namespace) -> int:
         if decision.note:
             print(decision.note)
 
-        bad = bad_images(images_dir, image_ids, shape=None if masks_layout else config.data.shape)
-        if bad and not args.skip_bad:
-            listing = format_problems([f"{name}: {reason}" for name, reason in sorted(bad.items())])
-            raise UserError(f"{len(bad):,} image(s) in {images_dir} cannot be used:\n{listing}\n"
-                            "Replace them, or pass --skip-bad to predict them as empty (every image keeps its rows).")
-        for name, reason in sorted(bad.items()):
-            print(f"warning: {name} cannot be used ({reason}): predicted empty (--skip-bad)", file=sys.stderr)
+        bad = unusable_images(images_dir, image_ids, None if masks_layout else config.data.shape, args.skip_bad,
+                              ("predict them as empty (every image keeps its rows)", "predicted empty"))
         from ..nn.hardware import announce_devices, precision_name
 
         announce_devices(config.hardware)  # stops here when a required GPU is missing: nothing written yet
