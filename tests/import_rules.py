@@ -10,7 +10,8 @@ figures) < ``nn`` (everything that imports TensorFlow) and ``kaggle`` (API, note
 3. a stage never imports another stage;
 4. only ``nn`` imports TensorFlow, tf-keras, segmentation-models or albumentations;
 5. the package, the CLI and every command that needs no model never load TensorFlow, not even
-   through an import inside a function (the model commands import it only once a model must run);
+   through an import inside a function (the model commands import it only once a model must run;
+   the package's ``Predictor`` attribute imports ``nn.predictor`` only when it is asked for);
 6. no import circles.
 """
 
@@ -34,6 +35,7 @@ ALLOWED = {  # layer -> the package's layers it may import
 CORE_THIRD_PARTY = {"numpy", "pandas", "cv2", "iterstrat", "sklearn"}
 TENSORFLOW = {"tensorflow", "tf_keras", "keras", "segmentation_models", "albumentations"}
 ENTRY_POINT_CALLERS = {"kaggle.notebook": {"cli"}}  # module -> top-level modules it may import lazily
+PUBLIC_API = {"nn.predictor"}  # what the package's __getattr__ imports when asked for (``from severstal import X``)
 
 
 @dataclass(frozen=True)
@@ -92,14 +94,17 @@ def relative_name(module: str, package: str) -> str:
     return module[len(package) + 1:] if module.startswith(package + ".") else module
 
 
-def closure(start: str, graph: Mapping[str, list[Import]], lazy: bool = True) -> dict[str, list[str]]:
-    """Every module reachable from ``start`` (internal ones followed), with one import path to it."""
+def closure(start: str, graph: Mapping[str, list[Import]], lazy: bool = True,
+            skip: Mapping[str, set[str]] | None = None) -> dict[str, list[str]]:
+    """Every module reachable from ``start`` (internal ones followed), with one import path to it; the lazy imports
+    ``skip[module]`` of a module are not followed."""
     paths = {start: [start]}
     queue = [start]
+    skip = skip or {}
     while queue:
         current = queue.pop()
         for item in graph.get(current, []):
-            if (not lazy and item.lazy) or item.target in paths:
+            if (not lazy and item.lazy) or item.target in paths or (item.lazy and item.target in skip.get(current, ())):
                 continue
             paths[item.target] = [*paths[current], item.target]
             if item.target in graph:
@@ -175,7 +180,8 @@ def violations(root: Path, package: str, stages: Mapping[str, str], model_stages
     for start in no_model:
         if start not in graph:
             continue
-        for target, route in closure(start, graph).items():
+        api = {package: {f"{package}.{name}" for name in PUBLIC_API}}
+        for target, route in closure(start, graph, skip=api).items():
             if target.split(".")[0] in TENSORFLOW or layer_of(target, package) == "nn":
                 shown = " -> ".join(relative_name(step, package) for step in route)
                 problems.append(f"no model: {relative_name(start, package)} loads TensorFlow through {shown}")

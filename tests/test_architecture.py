@@ -9,7 +9,7 @@ from import_rules import package_imports, violations
 
 from severstal.cli import STAGES
 
-MODEL_STAGES = ("weights", "train", "oof", "predict")
+MODEL_STAGES = ("weights", "train", "oof", "predict", "export")
 
 
 def test_the_package_keeps_its_import_rules(repo_root):

@@ -13,7 +13,8 @@ import pytest
 
 from severstal import cli
 from severstal.core.classification import classification_scores, confusion_matrix, majority_class, predicted_classes
-from severstal.core.labels import label_map_of, label_map_rows
+from severstal.core.labels import label_map_rows
+from severstal.core.postprocess import label_map_of
 from severstal.core.rle import decode
 from severstal.infra.artifacts import Paths
 from severstal.infra.config import load_config

@@ -31,6 +31,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "merge": ("severstal.stages.merge", "join sharded predictions into one submission"),
     "kaggle-submit": ("severstal.stages.kaggle_submit", "submit a validated CSV to Kaggle"),
     "bundle": ("severstal.stages.bundle", "make an offline Kaggle-notebook bundle"),
+    "export": ("severstal.stages.export", "export the fold ensemble as a SavedModel for an inspection line"),
     "config": ("severstal.stages.show_config", "print the resolved config, every key with its meaning"),
 }
 

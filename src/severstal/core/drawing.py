@@ -56,3 +56,37 @@ def overlay_masks(image: np.ndarray, masks: np.ndarray, alpha: float = 0.35, out
             result[mask & ~inner] = colour
     return np.clip(np.rint(result), 0, 255).astype(np.uint8)
 
+
+
+def draw_defects(image: np.ndarray, defects: list[dict], class_ids: list[int], thickness: int = 1) -> np.ndarray:
+    """Draw defects (``core.defects`` objects) on an RGB image: each outline in its class's colour, named.
+
+    Args:
+        image: ``(H, W, 3)`` uint8 RGB.
+        defects: dicts with ``class``, ``name``, ``bbox`` ``[x, y, width, height]`` and ``polygon`` ``[[x, y], ...]``.
+        class_ids: the data set's classes (a class's colour is that of its position).
+        thickness: outline width in pixels.
+
+    Returns:
+        ``(H, W, 3)`` uint8 RGB: a copy with the outlines and, beside each defect's box, its class name.
+    """
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
+    result = np.ascontiguousarray(image.copy())
+    for defect in defects:
+        if defect["class"] not in class_ids:
+            raise ValueError(f"defect of class {defect['class']} is not one of the classes {class_ids}")
+        colour = tuple(int(v) for v in CLASS_COLOURS_BGR[class_ids.index(defect["class"]) % len(CLASS_COLOURS_BGR)]
+                       [::-1])  # RGB
+        points = np.asarray(defect["polygon"], np.int32).reshape(-1, 1, 2)  # (points, 1, 2) x, y
+        cv2.polylines(result, [points], True, colour, thickness, lineType=cv2.LINE_8)
+        x, y, _, height = defect["bbox"]
+        (text_width, text_height), baseline = cv2.getTextSize(defect["name"], cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
+        top = y - text_height - baseline - 1 if y >= text_height + baseline + 1 else min(y + height + 1,
+                                                                                          result.shape[0] - 1)
+        left = min(max(x, 0), max(result.shape[1] - text_width - 2, 0))
+        cv2.rectangle(result, (left, top), (left + text_width + 2, top + text_height + baseline), (0, 0, 0), -1)
+        cv2.putText(result, defect["name"], (left + 1, top + text_height), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1,
+                    cv2.LINE_AA)
+    return result

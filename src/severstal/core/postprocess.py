@@ -204,3 +204,36 @@ def postprocess_masks(
         gate = None if classifier_probabilities is None else classifier_probabilities[channel]
         masks[..., channel] = postprocess_class(probabilities[..., channel], setting, gate)
     return masks
+
+
+# ----------------------------------------------------------------------------- one label per pixel (label maps)
+
+def label_map_of(masks: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """One label map from per-class binary masks: where classes overlap, the most probable one.
+
+    Args:
+        masks: ``(height, width, C)`` 0/1 (or bool) masks after post-processing.
+        probabilities: ``(height, width, C)`` the probabilities they were made from.
+
+    Returns:
+        ``(height, width)`` uint8: 0 where no mask is set, else the class number 1..C of the set mask
+        with the highest probability (the lower class number on a tie).
+    """
+    masks, probabilities = np.asarray(masks).astype(bool), np.asarray(probabilities, np.float32)
+    if masks.shape != probabilities.shape or masks.ndim != 3:
+        raise ValueError(f"masks and probabilities must both be (height, width, classes), got {masks.shape} and "
+                         f"{probabilities.shape}")
+    if masks.shape[2] > 255:
+        raise ValueError(f"a uint8 label map holds at most 255 classes, got {masks.shape[2]}")
+    scores = np.where(masks, probabilities, -np.inf)  # (height, width, C)
+    label_map = (np.argmax(scores, axis=2) + 1).astype(np.uint8)
+    label_map[~masks.any(axis=2)] = 0
+    return label_map
+
+
+def one_hot(label_map: np.ndarray, num_classes: int) -> np.ndarray:
+    """Per-class 0/1 masks ``(height, width, num_classes)`` uint8 of a label map (class c in channel c - 1)."""
+    label_map = np.asarray(label_map)
+    if label_map.ndim != 2:
+        raise ValueError(f"a label map must be 2-D (height, width), got shape {label_map.shape}")
+    return (label_map[..., None] == np.arange(1, num_classes + 1)).view(np.uint8)

@@ -116,6 +116,8 @@ class Paths:
         self.prediction_dir = Path(config.paths.predictions) / experiment
         self.prediction_masks = self.prediction_dir / "masks"
         self.prediction_labels = self.prediction_dir / "labels.csv"
+        self.defects = self.prediction_dir / "defects.json"
+        self.exports = Path(config.paths.exports) / experiment
         self.thresholds = self.models / THRESHOLDS
         self.submission = self.submissions / SUBMISSION
         self.shards = self.submissions / "shards"
@@ -397,6 +399,16 @@ def ensemble_folds(paths: Paths, document: Mapping, spec) -> Ensemble:
     weights = {(kind, fold): value for kind in kinds for fold, value in check_tuned_on(document, paths, kind,
                                                                                         folds).items()}
     return Ensemble(folds, kinds, weights)
+
+
+def model_records(paths: Paths, weights: Mapping[tuple[str, int], str]) -> list[dict]:
+    """What ``defects.json`` and ``export.json`` record of the model files: kind, fold, file and fingerprint.
+
+    Args:
+        weights: ``{(kind, fold): fingerprint of its best.weights.h5}`` (``Ensemble.weights``).
+    """
+    return [{"kind": kind, "fold": fold, "file": str(paths.fold_dir(kind, fold) / BEST_WEIGHTS), "sha256": value}
+            for (kind, fold), value in sorted(weights.items())]
 
 
 def replace_folder(new: Path, target: Path) -> None:

@@ -360,7 +360,9 @@ class PathsSection:
     reports: str = key("reports", path(), "reports/<experiment>/: figures and score tables")
     submissions: str = key("submissions", path(), "submissions/<experiment>/submission.csv")
     predictions: str = key("predictions", path(),
-                           "predictions/<experiment>/: masks/<image stem>.png (masks layout), labels.csv (folders)")
+                           "predictions/<experiment>/: masks/<image stem>.png (masks layout), labels.csv (folders), "
+                           "defects.json")
+    exports: str = key("exports", path(), "exports/<experiment>/: the SavedModel and export.json (severstal export)")
 
 
 @dataclass(frozen=True)

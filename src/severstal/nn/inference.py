@@ -1,8 +1,8 @@
 """Predict whole images with trained folds in one pass: every fold and flip of a model in one batched call.
 
-Each image file is read once and decoded once per input size (the segmenter and classifier share
-one when their ``scale`` is the same) by the same tf.data code as in training
-(:func:`pipeline.decode_image`), so a model sees its inputs exactly as it was trained on them. For
+Each image file is read and decoded once, at its own size, and area-resized to each model's input size
+(the segmenter and classifier share one when their ``scale`` is the same) by the same tf.data code as
+validation in training (:func:`pipeline.image_dataset`), and as an exported model does (``nn.export``). For
 each kind of model, one compiled TensorFlow function stacks the batch's flipped copies, runs every
 fold model on that stack once, flips the segmenter's outputs back and averages over folds and
 flips on the device; only the mean comes back to the host, where it is resized once to each
@@ -114,9 +114,11 @@ class FoldEnsemble:
         self.fold_models, self.tta = list(fold_models), list(tta)
         self.kind, self.spec, self.head, self.num_classes = first.kind, first.spec, first.head, first.num_classes
         signature = tf.TensorSpec((None, *first.spec.size, 3), tf.uint8)
-        self.function = tf.function(self._mean, input_signature=[signature], reduce_retracing=True)
+        self.function = tf.function(self.averaged, input_signature=[signature], reduce_retracing=True)
 
-    def _mean(self, images):  # (batch, h, w, 3) uint8
+    def averaged(self, images):
+        """TensorFlow ops: ``(mean over folds and flips, per-fold all-finite flags)`` of ``(batch, h, w, 3)`` uint8
+        images at ``spec.size``; a classifier's mean is its raw outputs' (see :meth:`__call__`)."""
         flips = len(self.tta)
         stacked = tf.concat([flip_tensor(images, name) for name in self.tta], axis=0)  # (flips * batch, h, w, 3)
         total, finite = None, []

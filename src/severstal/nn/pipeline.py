@@ -1,11 +1,14 @@
 """tf.data input pipeline: stream JPEGs from disk, decode only each training crop, augment with TensorFlow ops.
 
-Images are scaled to the config's ``scale`` while decoding (libjpeg's DCT scaling when the scale
-is 1/2, 1/4 or 1/8, else an area resize). For training, each image's masks are parsed once into
-run lengths at the model's size and kept (``core.crops``: a few kilobytes an image); a sample's
-crop window, flips and brightness are drawn from them (``augment.Augmenter``, the only Python step),
-then only the window is decoded from the JPEG (``tf.io.decode_and_crop_jpeg``, the same pixels as a
-full decode) and only the window's masks from the runs, and the flips, brightness/contrast and
+Whole images (validation, OOF statistics, predict) are decoded at their own size with libjpeg's exact
+integer IDCT (the pixels OpenCV's ``imread`` gives) and scaled to the config's ``scale`` by an area
+resize: exactly what an exported model (``nn.export``) does to a camera frame of the data set's size,
+so the thresholds tuned on OOF predictions hold for both. For training, each image's masks are parsed
+once into run lengths at the model's size and kept (``core.crops``: a few kilobytes an image); a
+sample's crop window, flips and brightness are drawn from them (``augment.Augmenter``, the only Python
+step), then only the window is decoded from the JPEG (``tf.io.decode_and_crop_jpeg``, scaled by
+libjpeg's DCT scaling when the scale is 1/2, 1/4 or 1/8: at most 2 grey levels from the area resize,
+0.5 on average, on the demo images) and only the window's masks from the runs, and the flips, brightness/contrast and
 blackout run as TensorFlow ops (``augment.apply_plan``) in parallel ``map`` workers. Files are
 read again every epoch (the operating system caches them), so memory does not grow with them.
 
@@ -110,6 +113,7 @@ def area_resize(images, size):
 
 
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*")  # little- and big-endian TIFF
+EXACT_IDCT = "INTEGER_ACCURATE"  # libjpeg's JDCT_ISLOW, as OpenCV decodes
 
 
 def _opencv_rgb(contents: np.ndarray) -> np.ndarray:
@@ -122,8 +126,9 @@ def _opencv_rgb(contents: np.ndarray) -> np.ndarray:
 
 
 def decode_any(contents):
-    """An image file's bytes as ``(h, w, 3)`` uint8 RGB at its own size: TensorFlow's decoders (JPEG, PNG, BMP,
-    GIF), OpenCV's for TIFF, which ``tf.io`` cannot read."""
+    """An image file's bytes as ``(h, w, 3)`` uint8 RGB at its own size, the pixels OpenCV's ``imread`` gives:
+    JPEG with libjpeg's exact integer IDCT (TensorFlow's default, the fast IDCT, is up to 10 grey levels off),
+    PNG, BMP and GIF with TensorFlow's decoders, TIFF with OpenCV's (``tf.io`` cannot read it)."""
     header = tf.strings.substr(contents, 0, 4)
     tiff = tf.reduce_any(tf.equal(header, tf.constant(TIFF_MAGIC)))
 
@@ -132,29 +137,24 @@ def decode_any(contents):
         image = tf.numpy_function(_opencv_rgb, [data], tf.uint8, stateful=False)
         return tf.ensure_shape(image, (None, None, 3))
 
-    return tf.cond(tiff, opencv, lambda: tf.io.decode_image(contents, channels=3, expand_animations=False))
+    def other():
+        return tf.cond(tiff, opencv, lambda: tf.io.decode_image(contents, channels=3, expand_animations=False))
+
+    return tf.cond(tf.io.is_jpeg(contents),
+                   lambda: tf.io.decode_jpeg(contents, channels=3, dct_method=EXACT_IDCT), other)
 
 
 def decode_image(contents, spec: InputSpec):
-    """:func:`read_image` of a file's bytes."""
-    def jpeg():
-        original = tf.io.extract_jpeg_shape(contents)[:2]
-        if spec.jpeg_ratio == 1:
-            return tf.io.decode_jpeg(contents, channels=3), original
-        expected = tf.reduce_all(original == tf.constant(spec.original, tf.int32))
-        image = tf.cond(expected, lambda: tf.io.decode_jpeg(contents, channels=3, ratio=spec.jpeg_ratio),
-                        lambda: tf.io.decode_jpeg(contents, channels=3))
-        return image, original
+    """:func:`read_image` of a file's bytes: decoded whole (:func:`decode_any`), then area-resized."""
+    image = decode_any(contents)
+    return scale_image(image, spec), tf.shape(image)[:2]
 
-    def other():
-        image = decode_any(contents)
-        return image, tf.shape(image)[:2]
 
-    image, original = tf.cond(tf.io.is_jpeg(contents), jpeg, other)
+def scale_image(image, spec: InputSpec):
+    """A decoded ``(h, w, 3)`` uint8 image area-resized to ``spec.size`` (left alone when it has that size)."""
     same = tf.reduce_all(tf.shape(image)[:2] == tf.constant(spec.size, tf.int32))
     image = tf.cond(same, lambda: image, lambda: area_resize(image, spec.size))
-    image = tf.ensure_shape(image, (*spec.size, 3))
-    return image, original
+    return tf.ensure_shape(image, (*spec.size, 3))
 
 
 def decode_window(contents, spec: InputSpec, crop: tuple[int, int]):
@@ -172,7 +172,7 @@ def decode_window(contents, spec: InputSpec, crop: tuple[int, int]):
     def read(top, left):
         window = tf.stack([top, left, crop[0], crop[1]])
         image = tf.cond(direct, lambda: tf.io.decode_and_crop_jpeg(contents, window, channels=3,
-                                                                   ratio=spec.jpeg_ratio),
+                                                                   ratio=spec.jpeg_ratio, dct_method=EXACT_IDCT),
                         lambda: tf.slice(whole, [top, left, 0], [crop[0], crop[1], 3]))
         return tf.ensure_shape(image, (*crop, 3))
 
@@ -366,14 +366,14 @@ def validation_dataset(samples: Samples, kind: str, section: ClassifierSection |
 def image_dataset(paths, specs: Sequence[InputSpec], batch_size: int):
     """Batches ``((images at specs[0], images at specs[1], ...), original shapes (batch, 2) int32)`` for prediction.
 
-    Each file is read once and decoded once per spec; images are ``(batch, h, w, 3)`` uint8, in order.
+    Each file is read and decoded once, then area-resized to each spec; images are ``(batch, h, w, 3)`` uint8, in
+    order.
     """
     specs = tuple(specs)
 
     def load(path):
-        contents = tf.io.read_file(path)
-        decoded = [decode_image(contents, spec) for spec in specs]
-        return tuple(image for image, _ in decoded), decoded[0][1]
+        image = decode_any(tf.io.read_file(path))
+        return tuple(scale_image(image, spec) for spec in specs), tf.shape(image)[:2]
 
     dataset = tf.data.Dataset.from_tensor_slices([str(p) for p in paths])
     return _parallel_map(dataset, load, batch_size).with_options(_fixed_options())

@@ -23,6 +23,10 @@ temporary folder that replaces the old one at the end; an image larger than the 
 predicted by tiles (``inference.tile_size``, ``inference.tile_overlap``), a smaller one is refused;
 ``test_masks/`` gives the ablation. In the folders layout the classifier folds alone predict
 ``predictions/<experiment>/labels.csv`` (``image, label, p_<class>...``).
+
+``predictions/<experiment>/defects.json`` (docs/defects-format.md) lists every image's decision and each
+defect as an object (class, area, bounding box, outline, probabilities): always for the masks and folders
+layouts, with ``--defects`` for Kaggle data.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..core.classification import predicted_classes
+from ..core.defects import defects_document, image_record, label_record, unusable_record
 from ..core.ensemble import (
     FLIPS,
     LAYOUTS,
@@ -56,9 +61,9 @@ from ..core.ensemble import (
     shard_ids,
     variant_masks,
 )
-from ..core.labels import label_map_of, label_map_rows, masks_for
+from ..core.labels import label_map_rows, masks_for
 from ..core.metric import score_pairs
-from ..core.postprocess import ClassThresholds, postprocess_masks
+from ..core.postprocess import ClassThresholds, label_map_of, one_hot, postprocess_masks
 from ..infra import locks
 from ..infra.artifacts import (
     LOCKS,
@@ -69,6 +74,7 @@ from ..infra.artifacts import (
     check_tuned_on,
     ensemble_folds,
     finished_folds,
+    model_records,
     read_classification_thresholds,
     read_thresholds,
     replace_folder,
@@ -100,49 +106,63 @@ def predict_stamp(config: Config, paths: Paths, ensemble: Ensemble, layout: str,
 
 
 def postprocess_image(image_id: str, probabilities: np.ndarray, thresholds: list[ClassThresholds],
-                      classifier_probabilities: np.ndarray | None, ablation: bool, label_maps: Path | None):
-    """The rows of one image and its masks: ``"gate"`` (the submission's) and, when ``ablation``, the other variants.
+                      classifier_probabilities: np.ndarray | None, ablation: bool, label_maps: Path | None,
+                      class_names: Sequence[str] | None = None):
+    """The rows of one image, its masks (``"gate"``: the submission's; with ``ablation`` the other variants too)
+    and, given ``class_names``, its ``defects.json`` record (else None).
 
     With ``label_maps`` (the masks layout) the image's label map is written there (overlapping classes go to
-    the most probable one) and the rows are the label map's.
+    the most probable one) and the rows and defects are the label map's.
     """
     if ablation:
         masks = variant_masks(probabilities, thresholds, classifier_probabilities)
     else:
         masks = {"gate": postprocess_masks(probabilities, thresholds, classifier_probabilities)}
+    class_ids = range(1, probabilities.shape[-1] + 1)
     if label_maps is None:
-        return mask_rows(image_id, masks["gate"]), masks
-    label_map = label_map_of(masks["gate"], probabilities)
-    write_label_map(label_map_path(label_maps, image_id), label_map)
-    return label_map_rows(image_id, label_map, range(1, probabilities.shape[-1] + 1)), masks
+        rows, final = mask_rows(image_id, masks["gate"]), masks["gate"]
+    else:
+        label_map = label_map_of(masks["gate"], probabilities)
+        write_label_map(label_map_path(label_maps, image_id), label_map)
+        rows, final = label_map_rows(image_id, label_map, class_ids), one_hot(label_map, len(class_ids))
+    record = None if class_names is None else image_record(image_id, final, probabilities, classifier_probabilities,
+                                                            list(class_ids), class_names)
+    return rows, masks, record
 
 
 def predict_rows(config: Config, paths: Paths, images_dir: Path, image_ids: Sequence[str], bad: dict[str, str],
                  kinds: Sequence[str], folds: Sequence[int], thresholds: list[ClassThresholds],
                  truth: dict[str, dict[int, str]] | None, label_maps: Path | None = None,
-                 tiled: frozenset[str] = frozenset()):
+                 tiled: frozenset[str] = frozenset(), defects: bool = False):
     """Predict every image: fold/TTA ensemble, tuned post-processing, RLE rows (and ablation areas).
 
     Args:
         label_maps: write each image's label map into this folder (the masks layout).
         tiled: the images larger than the data set's, predicted by tiles (``inference.tile_*``).
+        defects: make each image's ``defects.json`` record.
 
     Returns:
-        ``(rows, accumulator, seconds)``: normal-form rows of every image (bad ones empty), the
-        ablation accumulator (None without truth) and the time spent predicting (models loaded).
+        ``(rows, accumulator, seconds, records)``: normal-form rows of every image (bad ones empty), the
+        ablation accumulator (None without truth), the time spent predicting (models loaded) and the
+        ``defects.json`` records in the order of ``image_ids`` (empty without ``defects``).
     """
     accumulator = AblationAccumulator() if truth is not None else None
-    rows = []
+    rows, records = [], {}
     class_ids = config.data.class_ids
+    class_names = list(config.data.classes) if defects else None
     for image_id in sorted(bad):
         rows += empty_rows(image_id, class_ids)
+        records[image_id] = unusable_record(image_id, bad[image_id])
         if accumulator is not None:
             truth_masks = masks_for(truth.get(image_id, {}), config.data.shape, len(class_ids))
             accumulator.add(image_id, truth_masks, dict.fromkeys(MASK_VARIANTS, np.zeros_like(truth_masks)))
     whole = [image_id for image_id in image_ids if image_id not in bad and image_id not in tiled]
     large = [image_id for image_id in image_ids if image_id in tiled]
+    def ordered() -> list[dict]:
+        return [records[image_id] for image_id in image_ids if image_id in records]
+
     if not whole and not large:
-        return rows, accumulator, 0.0
+        return rows, accumulator, 0.0, ordered()
     from ..nn.hardware import configure_hardware
     from ..nn.inference import ensembled_batches, ensembled_tiles, load_fold_model
 
@@ -158,12 +178,16 @@ def predict_rows(config: Config, paths: Paths, images_dir: Path, image_ids: Sequ
 
     def finish(item):  # in a worker thread: post-processing and the label map of one image
         image_id, probabilities, gate = item
-        return postprocess_image(image_id, probabilities, thresholds, gate, accumulator is not None, label_maps)
+        return postprocess_image(image_id, probabilities, thresholds, gate, accumulator is not None, label_maps,
+                                 class_names)
 
     def record(batch_ids, segmentation, results):
         nonlocal rows
-        for image_id, probabilities, (image_rows, masks) in zip(batch_ids, segmentation, results, strict=True):
+        for image_id, probabilities, (image_rows, masks, defect_record) in zip(batch_ids, segmentation, results,
+                                                                               strict=True):
             rows += image_rows
+            if defect_record is not None:
+                records[image_id] = defect_record
             if accumulator is not None:
                 accumulator.add(image_id, masks_for(truth.get(image_id, {}), probabilities.shape[:2],
                                                     len(class_ids)), masks)
@@ -184,7 +208,17 @@ def predict_rows(config: Config, paths: Paths, images_dir: Path, image_ids: Sequ
         for index, outputs in tiles:
             segmentation = outputs["seg"]
             record([large[index]], [segmentation], [finish((large[index], segmentation, outputs.get("cls")))])
-    return rows, accumulator, time.perf_counter() - started
+    return rows, accumulator, time.perf_counter() - started, ordered()
+
+
+def write_defects(config: Config, paths: Paths, records: list[dict], weights: dict[tuple[str, int], str]) -> Path:
+    """``predictions/<experiment>/defects.json`` of one run's records (atomically)."""
+    document = defects_document(
+        records, experiment=config.experiment_name, layout=paths.layout, class_ids=config.data.class_ids,
+        class_names=list(config.data.classes), created=datetime.now(UTC).isoformat(timespec="seconds"),
+        thresholds={"file": str(paths.thresholds), "sha256": file_fingerprint(paths.thresholds)},
+        models=model_records(paths, weights))
+    return write_json(paths.defects, document)
 
 
 def image_plan(images_dir: Path, image_ids: Sequence[str], shape: tuple[int, int],
@@ -259,10 +293,10 @@ def predict_labels(args: argparse.Namespace, config: Config, paths: Paths) -> in
         stamp = Stamp.of(config, PREDICT_KEYS, inputs, settings)
         saved = read_sidecar(sidecar_path(target))
         decision = decide(str(target), saved["stamp"] if saved and target.is_file() else None, stamp, args.force)
-        if decision.action is Action.SKIP:
+        if decision.action is Action.SKIP and paths.defects.is_file():
             print(decision.note)
             return 0
-        if decision.note:
+        if decision.note and decision.action is not Action.SKIP:
             print(decision.note)
         bad = unusable_images(images_dir, image_ids, None, args.skip_bad,
                               ("leave them out (listed in the log)", "left out"))
@@ -285,10 +319,15 @@ def predict_labels(args: argparse.Namespace, config: Config, paths: Paths) -> in
         elapsed = time.perf_counter() - started
         labels = [names[index] for index in predicted_classes(probabilities)]
         write_atomically(target, labels_csv(good, labels, probabilities, names))
+        records = {image_id: label_record(image_id, label, row, names)
+                   for image_id, label, row in zip(good, labels, probabilities, strict=True)}
+        records |= {image_id: unusable_record(image_id, reason) for image_id, reason in bad.items()}
+        write_defects(config, paths, [records[image_id] for image_id in image_ids],
+                      {("cls", fold): value for fold, value in weights.items()})
         write_json(sidecar_path(target), {"stamp": stamp.to_dict(), "images": len(good), "skipped_bad": sorted(bad),
                                           "created": datetime.now(UTC).isoformat(timespec="seconds")})
     counts = ", ".join(f"{name} {labels.count(name):,}" for name in names)
-    print(f"wrote {target}: {len(good):,} images ({counts}); {speed(len(good), elapsed)} with "
+    print(f"wrote {target} and {paths.defects.name}: {len(good):,} images ({counts}); {speed(len(good), elapsed)} with "
           f"{len(folds)} fold(s), flips {','.join(config.inference.tta)}")
     return 0
 
@@ -303,6 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "legacy: the 2019 ImageId_ClassId,EncodedPixels")
     parser.add_argument("--skip-bad", action="store_true",
                         help="predict unreadable images as empty (listed in the log) instead of stopping")
+    parser.add_argument("--defects", action="store_true",
+                        help="also write predictions/<experiment>/defects.json (each defect as an object) for Kaggle "
+                             "data; the masks and folders layouts always write it")
     parser.add_argument("--shard", default=None, metavar="I/N",
                         help="predict only part I of N (contiguous chunks of the sorted names); join with merge")
     add_inference_options(parser, FLIPS)
@@ -327,6 +369,9 @@ def run(args: argparse.Namespace) -> int:
     if masks_layout and shard:
         raise UserError("--shard splits a Kaggle submission; the masks layout writes one label map per image: "
                         "predict without --shard (or give each part its own --images folder)")
+    defects = masks_layout or args.defects
+    if defects and shard:
+        raise UserError("--defects writes one defects.json for the whole test set: predict without --shard")
     image_ids = shard_ids(all_ids, *shard) if shard else all_ids
     target = paths.prediction_masks if masks_layout else paths.shard(*shard) if shard else paths.submission
     shard_text = f"{shard[0]}/{shard[1]}" if shard else None
@@ -343,10 +388,10 @@ def run(args: argparse.Namespace) -> int:
         saved = read_sidecar(sidecar_path(target))
         previous = saved["stamp"] if saved and saved.get("shard") == shard_text and target.exists() else None
         decision = decide(str(target), previous, stamp, args.force)
-        if decision.action is Action.SKIP:
+        if decision.action is Action.SKIP and not (defects and not paths.defects.is_file()):
             print(decision.note)
             return 0
-        if decision.note:
+        if decision.note and decision.action is not Action.SKIP:
             print(decision.note)
 
         bad = unusable_images(images_dir, image_ids, None if masks_layout else config.data.shape, args.skip_bad,
@@ -361,22 +406,26 @@ def run(args: argparse.Namespace) -> int:
         truth = truth_lookup(paths, images_dir) if is_test else None
 
         sidecar_path(target).unlink(missing_ok=True)
+        if shard is None:
+            paths.defects.unlink(missing_ok=True)  # made again below, or left out (it would not match the submission)
         if masks_layout:
             partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir(parents=True)
             try:
-                rows, accumulator, elapsed = predict_rows(config, paths, images_dir, image_ids, bad, kinds, folds,
-                                                          thresholds, truth, partial, tiled)
+                rows, accumulator, elapsed, records = predict_rows(config, paths, images_dir, image_ids, bad, kinds,
+                                                                   folds, thresholds, truth, partial, tiled, True)
                 replace_folder(partial, target)
             finally:
                 shutil.rmtree(partial, ignore_errors=True)
             frame = rows_frame(rows)
         else:
-            rows, accumulator, elapsed = predict_rows(config, paths, images_dir, image_ids, bad, kinds, folds,
-                                                      thresholds, truth)
+            rows, accumulator, elapsed, records = predict_rows(config, paths, images_dir, image_ids, bad, kinds, folds,
+                                                               thresholds, truth, defects=defects)
             frame = rows_frame(rows)
             write_submission(target, frame, args.layout, image_ids)
+        if defects:
+            write_defects(config, paths, records, ensemble.weights)
         if truth is not None:
             truth_frame = rows_frame((i, c, rle) for i, by_class in truth.items() for c, rle in by_class.items())
             pairs = add_scored_variant(accumulator.pairs(), score_pairs(
@@ -396,6 +445,9 @@ def run(args: argparse.Namespace) -> int:
               f"{masks:,} (image, class) pairs with a defect")
     else:
         print(f"wrote {target}: {len(image_ids):,} images, {len(frame):,} rows, {masks:,} non-empty masks; valid")
+    if defects:
+        print(f"wrote {paths.defects}: {sum(len(r['defects']) for r in records):,} defects on "
+              f"{sum(1 for r in records if r['defective']):,} of {len(records):,} images")
     predicted = len(image_ids) - len(bad)
     print(f"{speed(predicted, elapsed)} ({predicted:,} images predicted in {elapsed:.1f} s, "
           f"{len(folds)} fold(s), flips {','.join(config.inference.tta)})")

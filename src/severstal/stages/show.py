@@ -6,11 +6,16 @@ or ``train_masks/`` for training images), the true masks as contours on a second
 with each class's Dice in the titles and a legend. ``--best-worst N`` draws the N best and N worst test images by Dice
 (images where nothing is predicted and nothing is true are left out) as ``best-K-<id>.png`` and
 ``worst-K-<id>.png``. Output: ``reports/<experiment>/predictions/`` unless ``--out`` is given.
+
+Where ``predict`` wrote ``predictions/<experiment>/defects.json`` (``--defects``; always for the masks
+layout), the prediction panel also draws each defect's outline in its class's colour with the class
+name beside it, as the inspection line would report it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..core.drawing import overlay_masks
+from ..core.drawing import draw_defects, overlay_masks
 from ..core.ensemble import best_and_worst, image_scores, rows_frame
 from ..core.labels import masks_for, rle_lookup
 from ..core.metric import dice, score_pairs
@@ -37,9 +42,12 @@ TRUTH_OUTLINE = 2  # contour width of the true masks, pixels
 DEFAULT_LIMIT = 50
 
 
-def prediction_panel(image: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """(H, W, 3) RGB: the predicted masks as translucent fills (no outline) on the image."""
-    return overlay_masks(image, predicted, alpha=PREDICTION_ALPHA, outline=0)
+def prediction_panel(image: np.ndarray, predicted: np.ndarray, defects: list[dict] | None = None,
+                     class_ids: Sequence[int] = ()) -> np.ndarray:
+    """(H, W, 3) RGB: the predicted masks as translucent fills (no outline) on the image and, given ``defects``
+    (``defects.json`` objects), their outlines with the class names."""
+    panel = overlay_masks(image, predicted, alpha=PREDICTION_ALPHA, outline=0)
+    return panel if defects is None else draw_defects(panel, defects, list(class_ids))
 
 
 def truth_panel(image: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -70,7 +78,7 @@ def class_summary(masks: np.ndarray, other: np.ndarray | None = None, names: Seq
 
 
 def draw_figure(image: np.ndarray, predicted: np.ndarray | None, truth: np.ndarray | None, title: str, path: Path,
-                names: Sequence[str] | None = None) -> None:
+                names: Sequence[str] | None = None, defects: list[dict] | None = None) -> None:
     """Write the PNG of one image: a prediction panel and/or a truth panel stacked, with a legend.
 
     Args:
@@ -80,11 +88,13 @@ def draw_figure(image: np.ndarray, predicted: np.ndarray | None, truth: np.ndarr
         title: the figure's title (image id and score).
         path: the PNG to write (atomically).
         names: the class names, in class-number order (legend and captions).
+        defects: the image's defects of ``defects.json``, outlined and named on the prediction, or None.
     """
     panels = []
     if predicted is not None:
-        panels.append((f"predicted (filled): {class_summary(predicted, truth, names)}",
-                       prediction_panel(image, predicted)))
+        how = "filled" if defects is None else f"filled; {len(defects)} defect(s) outlined, from defects.json"
+        panels.append((f"predicted ({how}): {class_summary(predicted, truth, names)}",
+                       prediction_panel(image, predicted, defects, range(1, predicted.shape[-1] + 1))))
     if truth is not None:
         panels.append((f"true (contours): {class_summary(truth, names=names)}", truth_panel(image, truth)))
     if not panels:
@@ -99,6 +109,18 @@ def read_rgb(path: Path) -> np.ndarray:
     if image is None:
         raise UserError(f"cannot read the image {path}")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_defects(paths: Paths) -> dict[str, list[dict]]:
+    """``{image: its defects}`` of ``predictions/<experiment>/defects.json`` ({} when there is none)."""
+    if not paths.defects.is_file():
+        return {}
+    try:
+        document = json.loads(paths.defects.read_text())
+        return {record["image"]: record["defects"] for record in document["images"] if "defects" in record}
+    except (ValueError, KeyError, TypeError) as error:
+        raise UserError(f"{paths.defects} is not a readable defects file ({error}): run severstal predict "
+                        "--defects --force to write it again") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -208,6 +230,7 @@ def run(args: argparse.Namespace) -> int:
         listed = listed[:args.limit] if args.limit > 0 else listed
         jobs = [(image_id, folder, f"{Path(image_id).stem}.png") for image_id in listed]
 
+    defects = read_defects(paths) if args.submission is None else {}
     truths: dict[Path, dict | None] = {}
     with locks.hold(out.parent / LOCKS, out.name, f"the figures in {out}"):
         if args.best_worst is not None:
@@ -228,8 +251,9 @@ def run(args: argparse.Namespace) -> int:
                 title += f"   mean Dice over its {prediction.shape[-1]} classes {np.mean(scores):.4f}"
             elif prediction is None:
                 title += f"   (not in {source})"
-            draw_figure(image, prediction, truth, title, out / name, names)
-    print(f"drew {len(jobs)} image(s) into {out}/")
+            draw_figure(image, prediction, truth, title, out / name, names,
+                        defects.get(image_id) if prediction is not None else None)
+    print(f"drew {len(jobs)} image(s) into {out}/" + (f" with the defects of {paths.defects}" if defects else ""))
     return 0
 
 

@@ -1,0 +1,161 @@
+"""Export the fold ensemble for an inspection line: one TensorFlow SavedModel and export.json.
+
+``severstal export [--config ...] [--out DIR]`` (default ``exports/<experiment>/``) writes a SavedModel
+whose ``serving_default`` signature takes ``images``, uint8 ``(batch, height, width, 3)`` RGB at the data
+set's size, and returns ``segmentation`` (float32 ``(batch, height, width, classes)``, the fold- and
+flip-averaged probabilities of every selected fold) and ``classification`` (float32 ``(batch, classes)``)
+where the thresholds gate on a classifier; a classification data set (folders layout) exports its
+classifier folds alone. ``export.json`` beside it names the classes, the input size and channel order,
+the tuned thresholds and what the export was made from (docs/export-format.md). The SavedModel loads
+with ``tf.saved_model.load(DIR)`` in a plain TensorFlow environment; ``severstal.Predictor.load(DIR)``
+adds the post-processing and the defect list. The folds, flips and precision are those the thresholds
+were tuned with (``predict``'s checks); the export is written beside its target and swapped in whole.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ..core.ensemble import FLIPS, select_folds
+from ..core.exports import CLASSIFICATION, MANIFEST, SEGMENTATION, export_manifest
+from ..infra import locks
+from ..infra.artifacts import (
+    LOCKS,
+    PREDICT_KEYS,
+    Paths,
+    check_predicted_like,
+    check_tuned_on,
+    ensemble_folds,
+    finished_folds,
+    model_records,
+    read_classification_thresholds,
+    read_thresholds,
+    replace_folder,
+)
+from ..infra.commands import add_config_arguments, add_inference_options, config_from_args, inference_options, run_main
+from ..infra.config import Config
+from ..infra.errors import UserError
+from ..infra.files import write_json
+from ..infra.stamps import Action, Stamp, decide, file_fingerprint
+
+FORMATS = ("savedmodel", "onnx")
+
+
+def export_plan(config: Config, paths: Paths) -> tuple[dict, dict[tuple[str, int], str], list[int]]:
+    """The thresholds document, ``{(kind, fold): weights fingerprint}`` and folds to export (checked as predict
+    checks them: finished folds whose OOF statistics the thresholds were tuned on)."""
+    if paths.layout != "folders":
+        document = read_thresholds(paths)
+        ensemble = ensemble_folds(paths, document, config.inference.folds)
+        return document, ensemble.weights, ensemble.folds
+    document = read_classification_thresholds(paths)
+    trained = finished_folds(paths, "cls")
+    try:
+        folds = select_folds(config.inference.folds, trained)
+    except ValueError as error:
+        raise UserError(f"--folds / inference.folds: {error} (trained classifier folds: {trained})") from None
+    return document, {("cls", fold): value for fold, value in check_tuned_on(document, paths, "cls", folds).items()}, \
+        folds
+
+
+def manifest(config: Config, paths: Paths, document: dict, weights: dict[tuple[str, int], str], folds: list[int],
+             precision: str, stamp: Stamp, tensorflow: str) -> dict:
+    """``export.json`` of this export (``core.exports.export_manifest``) with the stamp that decides whether it is
+    up to date."""
+    kinds = sorted({kind for kind, _ in weights})
+    segmentation = "seg" in kinds
+    outputs = ([SEGMENTATION] if segmentation else []) + ([CLASSIFICATION] if "cls" in kinds else [])
+    decision = None
+    if not segmentation:
+        decision = {"rule": document.get("decision", "argmax")}
+        if isinstance(document.get("class_thresholds"), dict):
+            decision["thresholds"] = document["class_thresholds"]
+    value = export_manifest(
+        experiment=config.experiment_name, layout=paths.layout, class_ids=config.data.class_ids,
+        class_names=list(config.data.classes), shape=config.data.shape, outputs=outputs,
+        postprocessing=[setting.to_dict() for setting in document["settings"]] if segmentation else None,
+        decision=decision, tile_overlap=config.inference.tile_overlap if paths.layout == "masks" else None,
+        tta=config.inference.tta, folds=folds, precision=precision, tensorflow=tensorflow,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        made_from={"thresholds": {"file": str(paths.thresholds), "sha256": file_fingerprint(paths.thresholds)},
+                   "models": model_records(paths, weights), "config": config.raw})
+    return {**value, "stamp": stamp.to_dict()}
+
+
+def saved_stamp(target: Path) -> Stamp | None:
+    """The stamp in an existing export's ``export.json`` (None when there is none)."""
+    try:
+        return Stamp.from_dict(json.loads((target / MANIFEST).read_text()).get("stamp"))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="severstal export", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser)
+    parser.add_argument("--out", default=None, help="the export folder (default: exports/<experiment>/)")
+    parser.add_argument("--format", dest="export_format", choices=FORMATS, default="savedmodel",
+                        help="savedmodel (default): a TensorFlow SavedModel; onnx: also model.onnx (needs tf2onnx)")
+    add_inference_options(parser, FLIPS)
+    parser.add_argument("--force", action="store_true", help="export again even when the export is up to date")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args, inference_options(args))
+    paths = Paths(config)
+    target = Path(args.out) if args.out else paths.exports
+    with locks.hold(target.parent / LOCKS, target.name, f"the export {target}"):
+        document, weights, folds = export_plan(config, paths)
+        inputs = {"thresholds": file_fingerprint(paths.thresholds),
+                  **{f"{kind} fold {fold} weights": value for (kind, fold), value in weights.items()}}
+        stamp = Stamp.of(config, PREDICT_KEYS, inputs, {"export.folds": folds, "export.format": args.export_format})
+        decision = decide(str(target), saved_stamp(target), stamp, args.force)
+        if decision.action is Action.SKIP:
+            print(decision.note)
+            return 0
+        if decision.note:
+            print(decision.note)
+        from ..nn.export import save_serving_model
+        from ..nn.hardware import announce_devices, configure_hardware, precision_name
+        from ..nn.inference import FoldEnsemble, load_fold_model
+        from ..nn.tfsetup import tf
+
+        announce_devices(config.hardware)
+        precision = precision_name(config.hardware)
+        check_predicted_like(document, paths, config.inference.tta, precision)
+        configure_hardware(config.hardware)
+        started = time.perf_counter()
+        kinds = sorted({kind for kind, _ in weights})
+        ensembles = {kind: FoldEnsemble([load_fold_model(paths, kind, fold) for fold in folds],
+                                        config.inference.tta) for kind in kinds}
+        partial = target.with_name(f".{target.name}.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        try:
+            save_serving_model(ensembles, config.data.shape, partial)
+            write_json(partial / MANIFEST, manifest(config, paths, document, weights, folds, precision, stamp,
+                                                    tf.__version__))
+            replace_folder(partial, target)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+    size = sum(path.stat().st_size for path in target.rglob("*") if path.is_file())
+    print(f"wrote {target}/ in {time.perf_counter() - started:.1f} s ({size / 2**20:.1f} MiB): a SavedModel "
+          f"(serving_default: images uint8 (batch, {config.data.height}, {config.data.width}, 3) RGB -> "
+          f"{', '.join(kinds)} fold(s) {folds}, flips {','.join(config.inference.tta)}) and {MANIFEST}")
+    print(f"load it with tf.saved_model.load('{target}') or severstal.Predictor.load('{target}')")
+    return 0
+
+
+def main(argv=None) -> int:
+    return run_main(build_parser(), run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
