@@ -83,7 +83,7 @@ def test_drawn_outline_follows_the_polygon_in_the_class_colour():
     big = np.zeros((40, 60, 3), np.uint8)
     big[20:30, 10:40, 1] = 1  # a dent at rows 20-29, columns 10-39
     defects = defect_objects(big, np.full(big.shape, 0.9, np.float32), None, IDS, NAMES)
-    drawn = draw_defects(image, defects, IDS)
+    drawn = draw_defects(image, defects, IDS, thickness=1)
     outline = np.zeros((40, 60), bool)
     outline[20, 10:40] = outline[29, 10:40] = outline[20:30, 10] = outline[20:30, 39] = True
     colour = drawn[outline]

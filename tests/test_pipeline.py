@@ -15,6 +15,7 @@ from severstal.infra.schema import AugmentSection, ClassifierSection, SegmenterS
 from severstal.infra.tables import read_table
 from severstal.nn.augment import Augmenter, apply_plan, label_map
 from severstal.nn.pipeline import (
+    EXACT_IDCT,
     decode_masks,
     image_dataset,
     input_spec,
@@ -86,6 +87,16 @@ def reference_masks(rles, original, size):
                 mask = cv2.resize(mask * np.uint8(255), (size[1], size[0]), interpolation=cv2.INTER_AREA) >= 128
             masks[..., channel] = mask
     return masks
+
+
+def training_image(path, spec):
+    """The whole image training crops are cut from: a JPEG of the data set's size decoded at libjpeg's DCT scale
+    (``spec.jpeg_ratio``, exact IDCT), anything else as prediction reads it (decoded whole, area-resized)."""
+    contents = tf.io.read_file(str(path))
+    if spec.jpeg_ratio > 1 and tf.io.is_jpeg(contents) and \
+            tuple(tf.io.extract_jpeg_shape(contents)[:2].numpy()) == spec.original:
+        return tf.io.decode_jpeg(contents, channels=3, ratio=spec.jpeg_ratio, dct_method=EXACT_IDCT).numpy()
+    return read_image(path, spec)[0].numpy()
 
 
 def reference_example(image, masks, plan, crop):
@@ -226,7 +237,7 @@ def test_training_examples_are_the_reference_examples(small_data, monkeypatch, k
     dataset, _ = training_dataset(small_data, kind, section, spec, seed=0, batch_size=4)
     examples = [example for images, targets in dataset.take(6)
                 for example in zip(images.numpy(), targets.numpy(), strict=True)]
-    images = {i: read_image(path, spec)[0].numpy() for i, path in enumerate(small_data.paths)}
+    images = {i: training_image(path, spec) for i, path in enumerate(small_data.paths)}
     masks = {i: reference_masks(rles, (64, 256), spec.size) for i, rles in enumerate(small_data.rles)}
     size = crop or spec.size
     matched = 0

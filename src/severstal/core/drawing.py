@@ -58,7 +58,7 @@ def overlay_masks(image: np.ndarray, masks: np.ndarray, alpha: float = 0.35, out
 
 
 
-def draw_defects(image: np.ndarray, defects: list[dict], class_ids: list[int], thickness: int = 1) -> np.ndarray:
+def draw_defects(image: np.ndarray, defects: list[dict], class_ids: list[int], thickness: int = 2) -> np.ndarray:
     """Draw defects (``core.defects`` objects) on an RGB image: each outline in its class's colour, named.
 
     Args:
@@ -68,7 +68,8 @@ def draw_defects(image: np.ndarray, defects: list[dict], class_ids: list[int], t
         thickness: outline width in pixels.
 
     Returns:
-        ``(H, W, 3)`` uint8 RGB: a copy with the outlines and, beside each defect's box, its class name.
+        ``(H, W, 3)`` uint8 RGB: a copy with the outlines and, beside each defect's box, its class name (``class 3``
+        for a name that is a number) and mean probability.
     """
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -82,11 +83,18 @@ def draw_defects(image: np.ndarray, defects: list[dict], class_ids: list[int], t
         points = np.asarray(defect["polygon"], np.int32).reshape(-1, 1, 2)  # (points, 1, 2) x, y
         cv2.polylines(result, [points], True, colour, thickness, lineType=cv2.LINE_8)
         x, y, _, height = defect["bbox"]
-        (text_width, text_height), baseline = cv2.getTextSize(defect["name"], cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
-        top = y - text_height - baseline - 1 if y >= text_height + baseline + 1 else min(y + height + 1,
-                                                                                          result.shape[0] - 1)
+        name = f"class {defect['name']}" if str(defect["name"]).isdigit() else str(defect["name"])
+        if defect.get("mean_probability") is not None:
+            name += f" {defect['mean_probability']:.2f}"
+        (text_width, text_height), baseline = cv2.getTextSize(name, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
+        label_height = text_height + baseline
+        if y >= label_height + 1:  # above the box, else below it, else inside it at its top
+            top = y - label_height - 1
+        elif y + height + 1 + label_height <= result.shape[0]:
+            top = y + height + 1
+        else:
+            top = y + 1
         left = min(max(x, 0), max(result.shape[1] - text_width - 2, 0))
-        cv2.rectangle(result, (left, top), (left + text_width + 2, top + text_height + baseline), (0, 0, 0), -1)
-        cv2.putText(result, defect["name"], (left + 1, top + text_height), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1,
-                    cv2.LINE_AA)
+        cv2.rectangle(result, (left, top), (left + text_width + 2, top + label_height), (0, 0, 0), -1)
+        cv2.putText(result, name, (left + 1, top + text_height), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1, cv2.LINE_AA)
     return result
