@@ -162,7 +162,7 @@ sys.exit(0 if image_names(sys.argv[1]) or folder_images(sys.argv[1]) else 1)' "$
     echo "== done in $SECONDS s ($(stage_times))"
     exit 0
 fi
-run_stage predict    "${SEVERSTAL[@]}" predict "${common[@]}" $force
+run_stage predict    "${SEVERSTAL[@]}" predict --defects "${common[@]}" $force
 if [ "$layout" = kaggle ]; then
     run_stage validate "${SEVERSTAL[@]}" validate "$submission" --images "$test_dir"
 else
@@ -186,3 +186,4 @@ from pathlib import Path
 print(json.loads(Path(sys.argv[1]).read_text()).get("devices", "(devices not recorded)"))' "$(config_path models)/seg/fold0/training.json")"
 fi
 echo "== done in $SECONDS s ($(stage_times))"
+echo "   defects as objects: $(config_path defects); for an inspection line: .venv/bin/severstal export ${common[*]}"

@@ -57,8 +57,10 @@ def test_document_counts_and_other_records():
     assert document["summary"] == {"images": 2, "defective_images": 1, "defects": 3}
     assert document["classes"][2] == {"class": 3, "name": "stain"}
     labelled = label_record("c.png", "dent", np.array([0.25, 0.5, 0.25]), NAMES)
-    assert labelled == {"image": "c.png", "label": "dent", "probabilities": {"scratch": 0.25, "dent": 0.5,
-                                                                             "stain": 0.25}}
+    assert labelled == {"image": "c.png", "label": "dent", "flagged": ["dent"],
+                        "probabilities": {"scratch": 0.25, "dent": 0.5, "stain": 0.25}}
+    flagged = label_record("c.png", "dent", np.array([0.25, 0.5, 0.25]), NAMES, np.array([True, True, False]))
+    assert flagged["flagged"] == ["scratch", "dent"]
 
 
 @pytest.mark.parametrize("masks_shape, probabilities_shape, ids", [

@@ -1,9 +1,10 @@
 """Own data (issue 12): the masks and folders layouts through every stage, and their pure parts by hand.
 
 Two session fixtures run demo-data, folds, train (1 epoch), tune and predict on tiny demo sets of the
-masks layout (plates, 3 classes) and the folders layout (parts, 2 classes); the tests read their outputs.
+masks layout (plates, 3 classes) and the folders layout (parts, 2 classes); the tests read their outputs,
+export them and check that ``severstal.Predictor`` gives what predict gave (by tiles for a larger image).
 """
-
+import json
 from pathlib import Path
 
 import cv2
@@ -14,7 +15,7 @@ import pytest
 from severstal import cli
 from severstal.core.classification import classification_scores, confusion_matrix, majority_class, predicted_classes
 from severstal.core.labels import label_map_rows
-from severstal.core.postprocess import label_map_of
+from severstal.core.postprocess import label_map_of, one_hot
 from severstal.core.rle import decode
 from severstal.infra.artifacts import Paths
 from severstal.infra.config import load_config
@@ -181,6 +182,25 @@ def test_larger_images_are_tiled_and_smaller_ones_refused(masks_run, tmp_path, c
     assert "1 predicted by tiles" in capsys.readouterr().out
     label_map = cv2.imread(str(tmp_path / "out" / "own" / "masks" / "big.png"), cv2.IMREAD_UNCHANGED)
     assert label_map.shape == (384, 640)
+    defects = json.loads((tmp_path / "out" / "own" / "defects.json").read_text())["images"]
+    assert [record["image"] for record in defects] == ["big.png"]
+    areas = one_hot(label_map, 3).sum(axis=(0, 1))  # the defects are the label map's components
+    assert [c["area"] for c in defects[0]["classes"]] == areas.tolist()
+    assert sum(d["area"] for d in defects[0]["defects"]) == areas.sum()
+
+    assert severstal("export", "--config", config, "--out", tmp_path / "export") == 0
+    from severstal import Predictor
+
+    predictor = Predictor.load(tmp_path / "export")
+    result = predictor.predict(folder / "big.png")  # tiles of the export's size, blended as predict blends them
+    assert result.label_map.shape == (384, 640) and result.latency_ms > 0
+    thresholds = np.array([s["pixel_threshold"] for s in predictor.manifest["postprocessing"]], np.float32)
+    near = (np.abs(result.probabilities - thresholds) < 1e-4).any(axis=2)  # float32 rounding may decide these
+    differ = result.label_map != label_map
+    assert not (differ & ~near).any() and differ.mean() < 1e-4
+    with pytest.raises(ValueError, match="takes images of 192 x 320"):
+        predictor.predict(np.zeros((100, 100, 3), np.uint8))
+
     cv2.imwrite(str(folder / "small.png"), large[:100, :100])
     assert severstal(*args, "--force") == 1
     assert "small.png: 100 x 100" in capsys.readouterr().err
@@ -197,6 +217,9 @@ def test_folders_layout_predicts_labels_and_scores_them(folders_run, capsys, mon
     clear = (labels["p_defective"] - labels["p_healthy"]).abs() > 2e-6  # the CSV rounds to 6 places
     assert ((labels["p_defective"] > labels["p_healthy"]) == (labels["label"] == "defective"))[clear].all()
     assert (paths.reports / "confusion.png").is_file() and (paths.predictions / "best.png").is_file()
+    records = json.loads(paths.defects.read_text())["images"]
+    assert [(r["image"], r["label"], r["flagged"]) for r in records] == [
+        (row.image, row.label, [row.label]) for row in labels.itertuples()]  # the most probable class
     assert sorted(p.name for p in paths.eda.glob("*.png")) == ["examples_class_1.png", "examples_class_2.png",
                                                                "images_per_class.png"]
     assert not paths.model_dir("seg").exists()
@@ -206,6 +229,23 @@ def test_folders_layout_predicts_labels_and_scores_them(folders_run, capsys, mon
     assert out[-2].startswith("majority_accuracy ") and out[-1].startswith("accuracy ")
     assert severstal("train", "--model", "seg", "--fold", "0", "--config", folders_run / "config.yaml") == 1
     assert "classification data" in capsys.readouterr().err
+
+
+def test_folders_export_labels_like_predict(folders_run, tmp_path, monkeypatch):
+    monkeypatch.chdir(folders_run)
+    paths = Paths(load_config(folders_run / "config.yaml"))
+    assert severstal("export", "--config", "config.yaml", "--out", tmp_path / "export") == 0
+    from severstal import Predictor
+
+    predictor = Predictor.load(tmp_path / "export")
+    assert predictor.manifest["outputs"].keys() == {"classification"}
+    assert predictor.manifest["decision"] == {"rule": "argmax"}
+    labels = pd.read_csv(paths.prediction_labels)
+    results = predictor.predict([paths.test_images / image for image in labels["image"]])
+    clear = (labels["p_defective"] - labels["p_healthy"]).abs() > 1e-4  # others may round either way
+    assert ([r.label for r in results] == labels["label"])[clear].all()
+    np.testing.assert_allclose([r.classifier_probabilities for r in results],
+                               labels[["p_defective", "p_healthy"]], atol=2e-6)  # the CSV's 6 decimals
 
 
 @pytest.mark.parametrize("channels", [1, 3])

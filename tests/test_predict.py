@@ -265,9 +265,16 @@ def test_bad_options(workspace, capsys, no_model_work, argv, message):
 
 # ----------------------------------------------------------------------------- defects.json, export, Predictor
 
-def test_defects_json_lists_the_submission_masks_as_objects(workspace):
+@pytest.fixture
+def defects(workspace) -> dict:
+    """``defects.json`` of the submission (predicted again if a test's predict without --defects removed it)."""
+    assert predict.main(["--config", "config.yaml", "--defects"]) == 0
+    return json.loads(Paths(workspace).defects.read_text())
+
+
+def test_defects_json_lists_the_submission_masks_as_objects(workspace, defects):
     paths = Paths(workspace)
-    document = json.loads(paths.defects.read_text())
+    document = defects
     assert document["format"] == "severstal-defects" and document["layout"] == "kaggle"
     assert document["thresholds"]["sha256"].startswith("sha256:") and len(document["models"]) >= 2
     submission = rle_lookup(normalise(read_submission(paths.submission)), [1, 2, 3, 4])
@@ -286,9 +293,8 @@ def test_defects_json_lists_the_submission_masks_as_objects(workspace):
         assert sum(d["area"] for d in record["defects"]) == areas.sum()
 
 
-def test_show_outlines_the_defects(workspace, capsys, tmp_path):
-    document = json.loads(Paths(workspace).defects.read_text())
-    image_id = next(record["image"] for record in document["images"] if record["defects"])
+def test_show_outlines_the_defects(workspace, defects, capsys, tmp_path):
+    image_id = next(record["image"] for record in defects["images"] if record["defects"])
     assert severstal("show", "--config", "config.yaml", "--ids", image_id, "--out", tmp_path) == 0
     assert "with the defects of" in capsys.readouterr().out
     assert (tmp_path / f"{Path(image_id).stem}.png").is_file()
@@ -338,7 +344,7 @@ def test_saved_model_runs_where_severstal_cannot_be_imported(workspace, exported
         np.testing.assert_allclose(outputs["classification"], expected["cls"], rtol=0, atol=2e-5)
 
 
-def test_predictor_reproduces_predict_without_the_training_stack(workspace, exported, tmp_path):
+def test_predictor_reproduces_predict_without_the_training_stack(workspace, defects, exported, tmp_path):
     names = sorted(os.listdir("data/test_images"))
     stdout = run_python("""
         import json, sys
@@ -363,13 +369,16 @@ def test_predictor_reproduces_predict_without_the_training_stack(workspace, expo
     expected = np.stack([masks_for(submission.get(name, {}), (256, 1600), 4) for name in names])
     differ = expected != arrays["masks"]
     near = np.abs(arrays["probabilities"] - thresholds) < 1e-4  # float32 rounding may decide these either way
-    assert not (differ & ~near).any() and near.mean() < 1e-4
-    defects = {record["image"]: record for record in json.loads(Paths(workspace).defects.read_text())["images"]}
-    for name, record in zip(names, result["records"], strict=True):
+    assert not (differ & ~near).any() and differ.mean() < 1e-4
+    predicted = {record["image"]: record for record in defects["images"]}
+    for name, record, image_differs in zip(names, result["records"], differ.any(axis=(1, 2, 3)), strict=True):
         assert record["image"] == name
-        if not differ[names.index(name)].any():  # the same masks: the same decision and defects
-            assert record["classes"] == defects[name]["classes"] and len(record["defects"]) == len(
-                defects[name]["defects"])
+        if not image_differs:  # the same masks: the same decisions and defects
+            for mine, theirs in zip(record["classes"], predicted[name]["classes"], strict=True):
+                assert (mine["defective"], mine["area"]) == (theirs["defective"], theirs["area"])
+                if mine["classifier_probability"] is not None:  # 6 decimals of the same float32 rounding
+                    assert mine["classifier_probability"] == pytest.approx(theirs["classifier_probability"], abs=2e-6)
+            assert [d["bbox"] for d in record["defects"]] == [d["bbox"] for d in predicted[name]["defects"]]
 
 
 def test_export_is_not_made_twice_and_refuses_untuned_models(workspace, exported, capsys, no_model_work):

@@ -178,7 +178,7 @@ def test_thresholds_document_records_the_gate_decision_and_the_predictions():
     tuned_on = {"tta": ["none", "hflip"], "precision": "float32"}
     document = thresholds_document(result, "demo", {"tune": {}}, 2, {"a.npz": "sha256:a"}, {"seg": {0: "sha256:w"}},
                                    "2026-01-01T00:00:00+00:00", tuned_on=tuned_on)
-    assert document["format_version"] == 2 and document["tuned_on"] == tuned_on
+    assert document["format_version"] == 3 and document["tuned_on"] == tuned_on
     assert [(values["gate_heldout_gain"], values["gate_adopted"]) for values in document["per_class"].values()] == [
         (0.5, True), (0.0, False), (0.0, False), (0.0, False)]
     assert json.loads(json.dumps(document)) == document

@@ -6,6 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
+from severstal.core.classification import Objective
 from severstal.core.thresholds import SearchGrid, search_thresholds, thresholds_from_document
 from severstal.infra.artifacts import OOF_KEYS, Paths
 from severstal.infra.config import load_config
@@ -169,3 +170,80 @@ def test_oof_files_made_another_way_are_refused(workdir, capsys, precision, mess
     assert tune.main(["--config", CONFIG]) == 1
     assert message in capsys.readouterr().err
     assert not Paths(config).thresholds.exists()
+
+
+@pytest.fixture
+def no_heatmaps(monkeypatch):
+    """Skip drawing the Dice heatmaps (tested above): these tests are about the operating points."""
+    monkeypatch.setattr(tune, "draw_heatmaps", lambda result, paths: None)
+
+
+def test_tune_by_recall_reports_the_held_out_recall(workdir, capsys, no_heatmaps):
+    config = load_config(CONFIG)
+    write_folds(config, images=30)
+    assert tune.main(["--config", CONFIG, "--objective", "recall:0.7"]) == 0
+    captured = capsys.readouterr()
+    document = json.loads(Paths(config).thresholds.read_text())
+    grid = SearchGrid.from_dict(config.raw["tune"])
+    stats = tune.load_statistics(tune.find_inputs(config, Paths(config)), grid)[0]
+    result = search_thresholds(stats, grid, Objective.parse("recall:0.7"))
+    assert thresholds_from_document(document) == result.thresholds
+    assert document["objective"] == "recall:0.7" and document["format_version"] == 3
+    assert document["cv_mean_dice"] == pytest.approx(result.tuned_mean, abs=1e-8)
+    for channel, point in enumerate(result.operating):
+        assert document["operating"][str(channel + 1)] == {**point.to_dict(),
+                                                           "target_reached": point.recall >= 0.7}
+        for fold in (0, 1):
+            assert document["heldout_operating"][str(channel + 1)][str(fold)] == \
+                result.heldout_operating[fold][channel].to_dict()
+    lines = captured.out.splitlines()
+    assert lines[-1] == f"cv_mean_dice {document['cv_mean_dice']:.6f}"
+    table = lines.index(next(line for line in lines if line.startswith("held-out recall per fold")))
+    assert "< below the target 0.7" in lines[table] and lines[table + 1].split() == ["class", "fold", "0", "fold", "1"]
+    for channel in range(4):
+        row = lines[table + 2 + channel].replace("<", " ").split()
+        assert row == [str(channel + 1)] + [f"{result.heldout_operating[fold][channel].recall:.4f}" for fold in (0, 1)]
+    below = result.below_target()
+    assert below  # random statistics: some class cannot be found in 70% of its images
+    for channel in below:
+        assert (f"warning: class {channel + 1}: no setting on the grid finds it in 0.7 of the images that have it; the "
+                f"best recall reached is {result.operating[channel].recall:.4f}") in captured.err
+    assert (Paths(config).reports / "operating_points.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_objective_decides_whether_tune_is_up_to_date(workdir, capsys, no_heatmaps):
+    config = load_config(CONFIG)
+    write_folds(config)
+    assert tune.main(["--config", CONFIG]) == 0
+    kaggle = json.loads(Paths(config).thresholds.read_text())
+    assert kaggle["objective"] == "kaggle" and set(kaggle["operating"]) == {"1", "2", "3", "4"}
+    assert kaggle["operating"]["1"]["target_reached"] is None
+    capsys.readouterr()
+    assert tune.main(["--config", CONFIG, "--objective", "f1"]) == 0  # an operating decision: tuned again
+    assert "objective changed since it was made: making it again" in capsys.readouterr().out
+    assert json.loads(Paths(config).thresholds.read_text())["objective"] == "f1"
+    for same in ([], ["--objective", "F1"]):  # without --objective the recorded one is kept (run_all.sh re-runs)
+        assert tune.main(["--config", CONFIG, *same]) == 0
+        assert "up to date" in capsys.readouterr().out
+    assert json.loads(Paths(config).thresholds.read_text())["objective"] == "f1"
+    assert tune.main(["--config", CONFIG, "--objective", "kaggle"]) == 0
+    assert json.loads(Paths(config).thresholds.read_text())["classes"] == kaggle["classes"]
+    # a file made before objectives were recorded was tuned for kaggle
+    Paths(config).thresholds.write_text(json.dumps({key: value for key, value in kaggle.items() if key != "objective"}))
+    capsys.readouterr()
+    assert tune.main(["--config", CONFIG]) == 0
+    assert "up to date" in capsys.readouterr().out
+    assert tune.main(["--config", CONFIG, "--objective", "recall:0.5"]) == 0
+    assert "making it again" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("objective, message", [
+    ("recall:1.5", "error: --objective recall:1.5: R must be in (0, 1]"),
+    ("precision:0.9", "error: --objective precision:0.9: expected kaggle, f1 or recall:R"),
+])
+def test_a_bad_objective_stops_before_anything_is_written(workdir, capsys, objective, message):
+    config = load_config(CONFIG)
+    write_folds(config)
+    assert tune.main(["--config", CONFIG, "--objective", objective]) != 0
+    assert capsys.readouterr().err.startswith(message)
+    assert not Paths(config).thresholds.exists() and not Paths(config).reports.exists()

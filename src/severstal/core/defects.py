@@ -103,20 +103,19 @@ def unusable_record(image_id: str, reason: str) -> dict:
 
 
 def label_record(image_id: str, label: str, probabilities: np.ndarray, class_names: Sequence[str],
-                 flagged: Sequence[str] | None = None) -> dict:
+                 flags: np.ndarray | None = None) -> dict:
     """One image of a classification data set (the folders layout): its predicted class and probabilities.
 
     Args:
-        flagged: the classes whose decision threshold the image passes, where the thresholds set one per class.
+        flags: ``(classes,)`` bool, the classes the image is flagged as (``core.classification.class_flags``:
+            per-class decision thresholds, or the most probable class); None: only ``label``.
     """
     probabilities = np.asarray(probabilities, np.float64).reshape(-1)
     if len(class_names) != probabilities.size:
         raise ValueError(f"expected {probabilities.size} class names, got {len(class_names)}")
-    record = {"image": image_id, "label": str(label),
-              "probabilities": {str(name): _rounded(p) for name, p in zip(class_names, probabilities, strict=True)}}
-    if flagged is not None:
-        record["flagged"] = [str(name) for name in flagged]
-    return record
+    flagged = [str(label)] if flags is None else [str(n) for n, f in zip(class_names, flags, strict=True) if f]
+    return {"image": image_id, "label": str(label), "flagged": flagged,
+            "probabilities": {str(name): _rounded(p) for name, p in zip(class_names, probabilities, strict=True)}}
 
 
 def defects_document(images: Sequence[Mapping], *, experiment: str, layout: str, class_ids: Sequence[int],

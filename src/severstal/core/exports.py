@@ -16,12 +16,16 @@ INPUT = "images"
 SEGMENTATION = "segmentation"
 CLASSIFICATION = "classification"
 CHANNEL_ORDER = "RGB"
+ONNX_FILE = "model.onnx"
+ONNX_OPSET = 17
+ONNX_TOLERANCE = 1e-4  # the largest difference from the SavedModel accepted for a converted model
 
 
 def export_manifest(*, experiment: str, layout: str, class_ids: Sequence[int], class_names: Sequence[str],
                     shape: Sequence[int], outputs: Sequence[str], postprocessing: Sequence[Mapping] | None,
                     decision: Mapping | None, tile_overlap: int | None, tta: Sequence[str], folds: Sequence[int],
-                    precision: str, made_from: Mapping, created: str, tensorflow: str) -> dict:
+                    precision: str, made_from: Mapping, created: str, tensorflow: str,
+                    onnx: Mapping | None = None) -> dict:
     """The ``export.json`` document.
 
     Args:
@@ -35,6 +39,7 @@ def export_manifest(*, experiment: str, layout: str, class_ids: Sequence[int], c
         tta, folds, precision: how the probabilities are made (as the thresholds were tuned).
         made_from: ``{"thresholds": {...}, "models": [...], "config": {...}}``.
         created: an ISO 8601 time; tensorflow: the TensorFlow version that wrote the SavedModel.
+        onnx: ``{"file", "opset", "converter", "max_abs_difference", "checked_on"}`` of the ONNX copy, or None.
     """
     height, width = (int(n) for n in shape)
     unknown = set(outputs) - {SEGMENTATION, CLASSIFICATION}
@@ -56,6 +61,7 @@ def export_manifest(*, experiment: str, layout: str, class_ids: Sequence[int], c
         "tiles": None if tile_overlap is None else {"overlap": int(tile_overlap)},
         "tta": list(tta), "folds": [int(f) for f in folds], "precision": precision,
         "made_from": dict(made_from),
+        "onnx": None if onnx is None else dict(onnx),
     }
 
 

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import yaml
 
+from ..core.classification import decision_thresholds
 from ..core.ensemble import select_folds, shard_file_name
 from ..core.thresholds import thresholds_from_document
 from .config import Config, select
@@ -294,15 +295,24 @@ def read_thresholds(paths: Paths) -> dict:
 
 
 def read_classification_thresholds(paths: Paths) -> dict:
-    """The folders layout's thresholds.json (the decision and what it was tuned on); UserError when missing or
-    made for another layout or other classes."""
+    """The folders layout's thresholds.json (the decision and what it was tuned on); UserError when missing,
+    made for another layout or other classes, or with a broken decision.
+
+    Returns:
+        The document with ``"decision_thresholds"``: None for the most probable class, else the per-class
+        thresholds of ``core.classification.thresholded_classes`` in class order, checked.
+    """
     path = paths.thresholds
     document = _thresholds_json(paths, "every classifier fold")
-    if not isinstance(document, dict) or document.get("kind") != "classification" or \
-            document.get("classes") != list(paths.config.data.classes):
+    names = list(paths.config.data.classes)
+    if not isinstance(document, dict) or document.get("kind") != "classification" or document.get("classes") != names:
         raise UserError(f"{path} was not tuned for this classification data set (classes "
                         f"{', '.join(paths.config.data.classes)}): run severstal tune --force")
-    return document
+    try:
+        thresholds = decision_thresholds(document, names)
+    except ValueError as error:
+        raise UserError(f"{path}: {error}; run severstal tune --force to tune it again") from None
+    return {**document, "decision_thresholds": thresholds}
 
 
 def tuned_weights(document: Mapping, kind: str) -> dict[int, str]:

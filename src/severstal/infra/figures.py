@@ -130,6 +130,47 @@ def threshold_heatmap(table: np.ndarray, pixel_thresholds: Sequence[float], min_
     return figure
 
 
+def operating_points_figure(curves: Sequence[dict], title: str) -> Figure:
+    """Image-level precision against recall, one panel per class: every setting tried (dots), their Pareto
+    front (line), the chosen setting (star) and a recall objective's target (dashed line).
+
+    Args:
+        curves: per class ``{"label": "class 1", "recall": (U,), "precision": (U,), "front": (U,) bool,
+            "chosen": (recall, precision) or None, "target": R or None}`` (``core.classification
+            .precision_recall_points``); a class with no points gets a note instead.
+        title: the figure's title.
+    """
+    columns = min(2, len(curves))
+    rows = -(-len(curves) // columns)
+    figure = Figure(figsize=(5.2 * columns, 4.2 * rows + 0.5), layout="constrained")
+    axes = np.atleast_1d(figure.subplots(rows, columns, squeeze=False)).ravel()
+    for axis in axes[len(curves):]:
+        axis.set_axis_off()
+    for index, (axis, curve) in enumerate(zip(axes, curves, strict=False)):
+        colour = CLASS_COLOURS_RGB[index % len(CLASS_COLOURS_RGB)]
+        recall, precision, front = (np.asarray(curve[key]) for key in ("recall", "precision", "front"))
+        axis.set_title(curve["label"])
+        axis.set_xlim(-0.02, 1.02)
+        axis.set_ylim(-0.02, 1.02)
+        axis.set_xlabel("recall (images with the class where it is found)")
+        axis.set_ylabel("precision (found images that have it)")
+        axis.grid(alpha=0.3)
+        if not recall.size:
+            axis.text(0.5, 0.5, "no image has this class", ha="center", va="center", transform=axis.transAxes)
+            continue
+        axis.scatter(recall, precision, s=6, color=NEUTRAL, alpha=0.4, label="settings")
+        axis.plot(recall[front], precision[front], "-o", color=colour, markersize=3, label="Pareto front")
+        if curve.get("target") is not None:
+            axis.axvline(curve["target"], color="black", linestyle="--", linewidth=1,
+                         label=f"target recall {curve['target']:g}")
+        if curve.get("chosen") is not None:
+            axis.plot(*curve["chosen"], marker="*", markersize=16, color="red", markeredgecolor="black",
+                      linestyle="none", label="chosen")
+        axis.legend(loc="lower left", fontsize=8)
+    figure.suptitle(title)
+    return figure
+
+
 # ----------------------------------------------------------------------------- predictions
 
 def prediction_figure(panels: Sequence[tuple[str, np.ndarray]], title: str, class_ids: Sequence[int] = CLASS_IDS,

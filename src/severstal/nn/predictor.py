@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..core.classification import predicted_classes
+from ..core.classification import class_flags, thresholded_classes
 from ..core.defects import image_record, label_record
 from ..core.exports import CLASSIFICATION, INPUT, MANIFEST, SEGMENTATION, check_manifest
 from ..core.postprocess import ClassThresholds, label_map_of, one_hot, postprocess_masks
@@ -79,6 +79,9 @@ class Predictor:
                            for i, item in enumerate(self.manifest.get("postprocessing") or [])]
         tiles = self.manifest.get("tiles")
         self.tile_overlap = int(tiles["overlap"]) if isinstance(tiles, dict) else None
+        decision = self.manifest.get("decision") or {}
+        self.decision_thresholds = None if decision.get("rule", "argmax") == "argmax" else np.array(
+            [float(decision["thresholds"][name]) for name in self.class_names])  # (classes,)
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> Predictor:
@@ -162,9 +165,10 @@ class Predictor:
 
     def _postprocess(self, name: str, outputs: dict[str, np.ndarray]) -> Prediction:
         gate = outputs.get(CLASSIFICATION)
-        if not self.segmentation:
-            label = self.class_names[int(predicted_classes(gate[None])[0])]
-            return Prediction(label_record(name, label, gate, self.class_names), classifier_probabilities=gate)
+        if not self.segmentation:  # one class per image: export.json's decision rule
+            label = self.class_names[int(thresholded_classes(gate[None], self.decision_thresholds)[0])]
+            flags = class_flags(gate[None], self.decision_thresholds)[0]
+            return Prediction(label_record(name, label, gate, self.class_names, flags), classifier_probabilities=gate)
         probabilities = outputs[SEGMENTATION]  # (height, width, classes)
         masks = postprocess_masks(probabilities, self.thresholds, gate)
         label_map = None

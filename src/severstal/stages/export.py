@@ -15,6 +15,7 @@ were tuned with (``predict``'s checks); the export is written beside its target 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import shutil
 import sys
@@ -22,8 +23,19 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import cv2
+import numpy as np
+
 from ..core.ensemble import FLIPS, select_folds
-from ..core.exports import CLASSIFICATION, MANIFEST, SEGMENTATION, export_manifest
+from ..core.exports import (
+    CLASSIFICATION,
+    MANIFEST,
+    ONNX_FILE,
+    ONNX_OPSET,
+    ONNX_TOLERANCE,
+    SEGMENTATION,
+    export_manifest,
+)
 from ..infra import locks
 from ..infra.artifacts import (
     LOCKS,
@@ -42,6 +54,7 @@ from ..infra.commands import add_config_arguments, add_inference_options, config
 from ..infra.config import Config
 from ..infra.errors import UserError
 from ..infra.files import write_json
+from ..infra.images import IMAGE_SUFFIXES
 from ..infra.stamps import Action, Stamp, decide, file_fingerprint
 
 FORMATS = ("savedmodel", "onnx")
@@ -65,27 +78,67 @@ def export_plan(config: Config, paths: Paths) -> tuple[dict, dict[tuple[str, int
 
 
 def manifest(config: Config, paths: Paths, document: dict, weights: dict[tuple[str, int], str], folds: list[int],
-             precision: str, stamp: Stamp, tensorflow: str) -> dict:
+             precision: str, stamp: Stamp, tensorflow: str, onnx: dict | None) -> dict:
     """``export.json`` of this export (``core.exports.export_manifest``) with the stamp that decides whether it is
     up to date."""
     kinds = sorted({kind for kind, _ in weights})
     segmentation = "seg" in kinds
     outputs = ([SEGMENTATION] if segmentation else []) + ([CLASSIFICATION] if "cls" in kinds else [])
     decision = None
-    if not segmentation:
-        decision = {"rule": document.get("decision", "argmax")}
-        if isinstance(document.get("class_thresholds"), dict):
-            decision["thresholds"] = document["class_thresholds"]
+    if not segmentation:  # read_classification_thresholds checked it
+        thresholds = document["decision_thresholds"]
+        decision = {"rule": "argmax"} if thresholds is None else {
+            "rule": "thresholded", "thresholds": dict(zip(config.data.classes, map(float, thresholds), strict=True))}
     value = export_manifest(
         experiment=config.experiment_name, layout=paths.layout, class_ids=config.data.class_ids,
         class_names=list(config.data.classes), shape=config.data.shape, outputs=outputs,
         postprocessing=[setting.to_dict() for setting in document["settings"]] if segmentation else None,
         decision=decision, tile_overlap=config.inference.tile_overlap if paths.layout == "masks" else None,
-        tta=config.inference.tta, folds=folds, precision=precision, tensorflow=tensorflow,
+        tta=config.inference.tta, folds=folds, precision=precision, tensorflow=tensorflow, onnx=onnx,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         made_from={"thresholds": {"file": str(paths.thresholds), "sha256": file_fingerprint(paths.thresholds)},
                    "models": model_records(paths, weights), "config": config.raw})
     return {**value, "stamp": stamp.to_dict()}
+
+
+def check_images(paths: Paths, count: int = 2) -> np.ndarray:
+    """Images to compare a converted model with the SavedModel on: up to ``count`` test images of the data set's size
+    (RGB), else seeded noise; ``(count, height, width, 3)`` uint8."""
+    shape = paths.config.data.shape
+    images = []
+    for path in sorted(paths.test_images.rglob("*")) if paths.test_images.is_dir() else []:
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR) if path.suffix.lower() in IMAGE_SUFFIXES else None
+        if image is not None and image.shape[:2] == tuple(shape):
+            images.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+        if len(images) == count:
+            return np.stack(images)
+    return np.random.default_rng(0).integers(0, 256, (count, *shape, 3), dtype=np.uint8)
+
+
+def convert_to_onnx(module, shape, path: Path, images: np.ndarray) -> dict:
+    """Write ``model.onnx`` (``nn.export.save_onnx``) and check it against the SavedModel's graph on ``images``.
+
+    Returns:
+        ``export.json``'s ``onnx`` entry.
+
+    Raises:
+        UserError: the converter is not installed, or the converted model differs by more than ONNX_TOLERANCE.
+    """
+    from ..nn.export import onnx_difference, save_onnx
+
+    missing = [name for name in ("tf2onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UserError(f"--format onnx needs {' and '.join(missing)}: pip install tf2onnx onnx onnxruntime (the "
+                        "versions requirements.txt pins), or export the SavedModel alone")
+    import tf2onnx
+
+    save_onnx(module, shape, path, ONNX_OPSET)
+    difference = onnx_difference(module, path, images)
+    if not difference <= ONNX_TOLERANCE:
+        raise UserError(f"the ONNX conversion differs from the SavedModel by up to {difference:.3g} (more than "
+                        f"{ONNX_TOLERANCE:g}) on {len(images)} image(s): it is not written; use the SavedModel")
+    return {"file": path.name, "opset": ONNX_OPSET, "converter": f"tf2onnx {tf2onnx.__version__}",
+            "max_abs_difference": difference, "checked_on": f"{len(images)} image(s), onnxruntime on the CPU"}
 
 
 def saved_stamp(target: Path) -> Stamp | None:
@@ -102,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(parser)
     parser.add_argument("--out", default=None, help="the export folder (default: exports/<experiment>/)")
     parser.add_argument("--format", dest="export_format", choices=FORMATS, default="savedmodel",
-                        help="savedmodel (default): a TensorFlow SavedModel; onnx: also model.onnx (needs tf2onnx)")
+                        help="savedmodel (default): a TensorFlow SavedModel; onnx: also model.onnx (tf2onnx, checked "
+                             "with onnxruntime against the SavedModel)")
     add_inference_options(parser, FLIPS)
     parser.add_argument("--force", action="store_true", help="export again even when the export is up to date")
     return parser
@@ -123,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
             return 0
         if decision.note:
             print(decision.note)
-        from ..nn.export import save_serving_model
+        from ..nn.export import onnx_problem, save_serving_model, serving_module
         from ..nn.hardware import announce_devices, configure_hardware, precision_name
         from ..nn.inference import FoldEnsemble, load_fold_model
         from ..nn.tfsetup import tf
@@ -136,12 +190,18 @@ def run(args: argparse.Namespace) -> int:
         kinds = sorted({kind for kind, _ in weights})
         ensembles = {kind: FoldEnsemble([load_fold_model(paths, kind, fold) for fold in folds],
                                         config.inference.tta) for kind in kinds}
+        problem = onnx_problem(ensembles, config.data.shape) if args.export_format == "onnx" else None
+        if problem:
+            raise UserError(f"--format onnx: {problem}")
+        module = serving_module(ensembles, config.data.shape)
         partial = target.with_name(f".{target.name}.partial")
         shutil.rmtree(partial, ignore_errors=True)
         try:
-            save_serving_model(ensembles, config.data.shape, partial)
+            save_serving_model(module, partial)
+            onnx = convert_to_onnx(module, config.data.shape, partial / ONNX_FILE, check_images(paths)) \
+                if args.export_format == "onnx" else None
             write_json(partial / MANIFEST, manifest(config, paths, document, weights, folds, precision, stamp,
-                                                    tf.__version__))
+                                                    tf.__version__, onnx))
             replace_folder(partial, target)
         finally:
             shutil.rmtree(partial, ignore_errors=True)
@@ -149,6 +209,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {target}/ in {time.perf_counter() - started:.1f} s ({size / 2**20:.1f} MiB): a SavedModel "
           f"(serving_default: images uint8 (batch, {config.data.height}, {config.data.width}, 3) RGB -> "
           f"{', '.join(kinds)} fold(s) {folds}, flips {','.join(config.inference.tta)}) and {MANIFEST}")
+    if onnx:
+        print(f"and {target / ONNX_FILE} (opset {ONNX_OPSET}): onnxruntime's outputs differ from the SavedModel's "
+              f"by at most {onnx['max_abs_difference']:.2g} on {onnx['checked_on']}")
     print(f"load it with tf.saved_model.load('{target}') or severstal.Predictor.load('{target}')")
     return 0
 

@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..core.classification import predicted_classes
+from ..core.classification import class_flags, thresholded_classes
 from ..core.defects import defects_document, image_record, label_record, unusable_record
 from ..core.ensemble import (
     FLIPS,
@@ -317,10 +317,12 @@ def predict_labels(args: argparse.Namespace, config: Config, paths: Paths) -> in
                 progress.update(len(outputs["cls"]))
         probabilities = np.concatenate(probabilities) if probabilities else np.zeros((0, len(names)), np.float32)
         elapsed = time.perf_counter() - started
-        labels = [names[index] for index in predicted_classes(probabilities)]
+        thresholds = document["decision_thresholds"]  # None: the most probable class
+        labels = [names[index] for index in thresholded_classes(probabilities, thresholds)]
         write_atomically(target, labels_csv(good, labels, probabilities, names))
-        records = {image_id: label_record(image_id, label, row, names)
-                   for image_id, label, row in zip(good, labels, probabilities, strict=True)}
+        flags = class_flags(probabilities, thresholds)  # (images, classes) bool
+        records = {image_id: label_record(image_id, label, row, names, flag)
+                   for image_id, label, row, flag in zip(good, labels, probabilities, flags, strict=True)}
         records |= {image_id: unusable_record(image_id, reason) for image_id, reason in bad.items()}
         write_defects(config, paths, [records[image_id] for image_id in image_ids],
                       {("cls", fold): value for fold, value in weights.items()})
