@@ -116,6 +116,135 @@ def test_ablation_final_row_equals_report_score(workspace, capsys):
     assert capsys.readouterr().out.strip().splitlines()[-1] == f"mean_dice {variants['final']['mean_dice']:.6f}"
 
 
+# ----------------------------------------------------------------------------- defects.json, export, Predictor
+# (first: the later tests predict again without --defects, which removes defects.json)
+
+@pytest.fixture
+def defects(workspace) -> dict:
+    """``defects.json`` of the submission (predicted again if a test's predict without --defects removed it)."""
+    assert predict.main(["--config", "config.yaml", "--defects"]) == 0
+    return json.loads(Paths(workspace).defects.read_text())
+
+
+def test_defects_json_lists_the_submission_masks_as_objects(workspace, defects):
+    paths = Paths(workspace)
+    document = defects
+    assert document["format"] == "severstal-defects" and document["layout"] == "kaggle"
+    assert document["thresholds"]["sha256"].startswith("sha256:") and len(document["models"]) >= 2
+    submission = rle_lookup(normalise(read_submission(paths.submission)), [1, 2, 3, 4])
+    records = {record["image"]: record for record in document["images"]}
+    assert sorted(records) == sorted(os.listdir("data/test_images"))
+    for image_id, record in records.items():
+        masks = masks_for(submission.get(image_id, {}), (256, 1600), 4)
+        areas = masks.sum(axis=(0, 1))
+        assert [c["area"] for c in record["classes"]] == areas.tolist()
+        assert record["defective"] == bool(areas.any())
+        for defect in record["defects"]:
+            x, y, width, height = defect["bbox"]
+            channel = masks[y:y + height, x:x + width, defect["class"] - 1]
+            assert channel.sum() >= defect["area"] > 0  # the component lies in its box
+            assert all(x <= px < x + width and y <= py < y + height for px, py in defect["polygon"])
+        assert sum(d["area"] for d in record["defects"]) == areas.sum()
+
+
+def test_show_outlines_the_defects(workspace, defects, capsys, tmp_path):
+    image_id = next(record["image"] for record in defects["images"] if record["defects"])
+    assert severstal("show", "--config", "config.yaml", "--ids", image_id, "--out", tmp_path) == 0
+    assert "with the defects of" in capsys.readouterr().out
+    assert (tmp_path / f"{Path(image_id).stem}.png").is_file()
+
+
+@pytest.fixture(scope="session")
+def exported(trained):
+    """``severstal export`` of the trained workspace: its folder."""
+    with working_directory(trained):
+        assert severstal("export", "--config", "config.yaml") == 0
+    return trained / "exports" / "tiny"
+
+
+def run_python(code: str, *args) -> str:
+    """Run ``code`` in a fresh interpreter (arguments in ``sys.argv[1:]``); its standard output."""
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *map(str, args)], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_saved_model_runs_where_severstal_cannot_be_imported(workspace, exported, tmp_path):
+    manifest = json.loads((exported / "export.json").read_text())
+    assert manifest["input"] == {"name": "images", "dtype": "uint8", "shape": [None, 256, 1600, 3],
+                                 "channel_order": "RGB"}
+    assert set(manifest["outputs"]) <= {"segmentation", "classification"} and "segmentation" in manifest["outputs"]
+    assert manifest["tta"] == ["none", "hflip"] and manifest["folds"] == [0, 1]
+    images = sorted(Path("data/test_images").iterdir())[:3]
+    run_python("""
+        import sys
+        for name in ("severstal", "segmentation_models", "albumentations", "tf_keras"):
+            sys.modules[name] = None  # none of them can be imported
+        import cv2, numpy as np, tensorflow as tf
+        model = tf.saved_model.load(sys.argv[1])
+        images = np.stack([cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB) for path in sys.argv[3:]])
+        outputs = model.signatures["serving_default"](images=tf.constant(images))
+        np.savez(sys.argv[2], **{name: value.numpy() for name, value in outputs.items()})
+    """, exported, tmp_path / "outputs.npz", *images)
+    outputs = np.load(tmp_path / "outputs.npz")
+    kinds = ["seg"] + (["cls"] if "classification" in outputs else [])  # the classifier where the thresholds gate
+    folds = {kind: [inference.load_fold_model(Paths(workspace), kind, fold) for fold in (0, 1)] for kind in kinds}
+    (_, expected), = list(inference.ensembled_batches(folds, images, ["none", "hflip"], 3))
+    assert outputs["segmentation"].shape == (3, 256, 1600, 4) and outputs["segmentation"].dtype == np.float32
+    # predict's path (tf.data decode, host-side resize) and the SavedModel's agree to float32 rounding
+    np.testing.assert_allclose(outputs["segmentation"], expected["seg"], rtol=0, atol=2e-5)
+    if "classification" in outputs:
+        np.testing.assert_allclose(outputs["classification"], expected["cls"], rtol=0, atol=2e-5)
+
+
+def test_predictor_reproduces_predict_without_the_training_stack(workspace, defects, exported, tmp_path):
+    names = sorted(os.listdir("data/test_images"))
+    stdout = run_python("""
+        import json, sys
+        for name in ("segmentation_models", "albumentations", "tf_keras", "pandas", "yaml", "sklearn", "matplotlib"):
+            sys.modules[name] = None  # the Predictor needs NumPy, OpenCV and TensorFlow only
+        import numpy as np
+        import severstal
+        assert "tensorflow" not in sys.modules  # import severstal alone loads no TensorFlow
+        from severstal import Predictor
+        predictor = Predictor.load(sys.argv[1])
+        results = predictor.predict([f"data/test_images/{name}" for name in sys.argv[3:]])
+        np.savez(sys.argv[2], masks=np.stack([r.masks for r in results]),
+                 probabilities=np.stack([r.probabilities for r in results]))
+        print(json.dumps({"records": [r.record for r in results], "latency": [r.latency_ms for r in results]}))
+    """, exported, tmp_path / "masks.npz", *names)
+    result = json.loads(stdout.strip().splitlines()[-1])
+    assert all(latency > 0 for latency in result["latency"])
+    arrays = np.load(tmp_path / "masks.npz")
+    submission = rle_lookup(normalise(read_submission(Paths(workspace).submission)), [1, 2, 3, 4])
+    thresholds = np.array([s["pixel_threshold"] for s in
+                           json.loads((exported / "export.json").read_text())["postprocessing"]], np.float32)
+    expected = np.stack([masks_for(submission.get(name, {}), (256, 1600), 4) for name in names])
+    differ = expected != arrays["masks"]
+    near = np.abs(arrays["probabilities"] - thresholds) < 1e-4  # float32 rounding may decide these either way
+    assert not (differ & ~near).any() and differ.mean() < 1e-4
+    predicted = {record["image"]: record for record in defects["images"]}
+    for name, record, image_differs in zip(names, result["records"], differ.any(axis=(1, 2, 3)), strict=True):
+        assert record["image"] == name
+        if not image_differs:  # the same masks: the same decisions and defects
+            for mine, theirs in zip(record["classes"], predicted[name]["classes"], strict=True):
+                assert (mine["defective"], mine["area"]) == (theirs["defective"], theirs["area"])
+                if mine["classifier_probability"] is not None:  # 6 decimals of the same float32 rounding
+                    assert mine["classifier_probability"] == pytest.approx(theirs["classifier_probability"], abs=2e-6)
+            assert [d["bbox"] for d in record["defects"]] == [d["bbox"] for d in predicted[name]["defects"]]
+
+
+def test_export_is_not_made_twice_and_refuses_untuned_models(workspace, exported, capsys, no_model_work):
+    before = (exported / "export.json").read_bytes()
+    assert severstal("export", "--config", "config.yaml") == 0
+    assert "is up to date" in capsys.readouterr().out and (exported / "export.json").read_bytes() == before
+    assert severstal("export", "--config", "config.yaml", "--experiment", "untuned", "--force") == 1
+    assert "run severstal tune first" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- predict's options and checks
+
 def test_up_to_date_submission_is_not_remade(workspace, capsys, no_model_work):
     before = Paths(workspace).submission.stat().st_mtime_ns
     assert predict.main(["--config", "config.yaml"]) == 0
@@ -263,127 +392,20 @@ def test_bad_options(workspace, capsys, no_model_work, argv, message):
     assert message in capsys.readouterr().err
 
 
-# ----------------------------------------------------------------------------- defects.json, export, Predictor
+def test_onnx_export_runs_in_onnxruntime_like_the_saved_model(workspace, tmp_path):
+    out = tmp_path / "onnx"
+    assert severstal("export", "--config", "config.yaml", "--format", "onnx", "--folds", "0", "--out", out) == 0
+    manifest = json.loads((out / "export.json").read_text())
+    assert manifest["onnx"]["file"] == "model.onnx" and manifest["onnx"]["max_abs_difference"] <= 1e-4
+    import onnxruntime
 
-@pytest.fixture
-def defects(workspace) -> dict:
-    """``defects.json`` of the submission (predicted again if a test's predict without --defects removed it)."""
-    assert predict.main(["--config", "config.yaml", "--defects"]) == 0
-    return json.loads(Paths(workspace).defects.read_text())
+    from severstal.nn.tfsetup import tf
 
-
-def test_defects_json_lists_the_submission_masks_as_objects(workspace, defects):
-    paths = Paths(workspace)
-    document = defects
-    assert document["format"] == "severstal-defects" and document["layout"] == "kaggle"
-    assert document["thresholds"]["sha256"].startswith("sha256:") and len(document["models"]) >= 2
-    submission = rle_lookup(normalise(read_submission(paths.submission)), [1, 2, 3, 4])
-    records = {record["image"]: record for record in document["images"]}
-    assert sorted(records) == sorted(os.listdir("data/test_images"))
-    for image_id, record in records.items():
-        masks = masks_for(submission.get(image_id, {}), (256, 1600), 4)
-        areas = masks.sum(axis=(0, 1))
-        assert [c["area"] for c in record["classes"]] == areas.tolist()
-        assert record["defective"] == bool(areas.any())
-        for defect in record["defects"]:
-            x, y, width, height = defect["bbox"]
-            channel = masks[y:y + height, x:x + width, defect["class"] - 1]
-            assert channel.sum() >= defect["area"] > 0  # the component lies in its box
-            assert all(x <= px < x + width and y <= py < y + height for px, py in defect["polygon"])
-        assert sum(d["area"] for d in record["defects"]) == areas.sum()
-
-
-def test_show_outlines_the_defects(workspace, defects, capsys, tmp_path):
-    image_id = next(record["image"] for record in defects["images"] if record["defects"])
-    assert severstal("show", "--config", "config.yaml", "--ids", image_id, "--out", tmp_path) == 0
-    assert "with the defects of" in capsys.readouterr().out
-    assert (tmp_path / f"{Path(image_id).stem}.png").is_file()
-
-
-@pytest.fixture(scope="session")
-def exported(trained):
-    """``severstal export`` of the trained workspace: its folder."""
-    with working_directory(trained):
-        assert severstal("export", "--config", "config.yaml") == 0
-    return trained / "exports" / "tiny"
-
-
-def run_python(code: str, *args) -> str:
-    """Run ``code`` in a fresh interpreter (arguments in ``sys.argv[1:]``); its standard output."""
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *map(str, args)], capture_output=True,
-                            text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
-
-
-def test_saved_model_runs_where_severstal_cannot_be_imported(workspace, exported, tmp_path):
-    manifest = json.loads((exported / "export.json").read_text())
-    assert manifest["input"] == {"name": "images", "dtype": "uint8", "shape": [None, 256, 1600, 3],
-                                 "channel_order": "RGB"}
-    assert set(manifest["outputs"]) <= {"segmentation", "classification"} and "segmentation" in manifest["outputs"]
-    assert manifest["tta"] == ["none", "hflip"] and manifest["folds"] == [0, 1]
-    images = sorted(Path("data/test_images").iterdir())[:3]
-    run_python("""
-        import sys
-        for name in ("severstal", "segmentation_models", "albumentations", "tf_keras"):
-            sys.modules[name] = None  # none of them can be imported
-        import cv2, numpy as np, tensorflow as tf
-        model = tf.saved_model.load(sys.argv[1])
-        images = np.stack([cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB) for path in sys.argv[3:]])
-        outputs = model.signatures["serving_default"](images=tf.constant(images))
-        np.savez(sys.argv[2], **{name: value.numpy() for name, value in outputs.items()})
-    """, exported, tmp_path / "outputs.npz", *images)
-    outputs = np.load(tmp_path / "outputs.npz")
-    kinds = ["seg"] + (["cls"] if "classification" in outputs else [])  # the classifier where the thresholds gate
-    folds = {kind: [inference.load_fold_model(Paths(workspace), kind, fold) for fold in (0, 1)] for kind in kinds}
-    (_, expected), = list(inference.ensembled_batches(folds, images, ["none", "hflip"], 3))
-    assert outputs["segmentation"].shape == (3, 256, 1600, 4) and outputs["segmentation"].dtype == np.float32
-    # predict's path (tf.data decode, host-side resize) and the SavedModel's agree to float32 rounding
-    np.testing.assert_allclose(outputs["segmentation"], expected["seg"], rtol=0, atol=2e-5)
-    if "classification" in outputs:
-        np.testing.assert_allclose(outputs["classification"], expected["cls"], rtol=0, atol=2e-5)
-
-
-def test_predictor_reproduces_predict_without_the_training_stack(workspace, defects, exported, tmp_path):
-    names = sorted(os.listdir("data/test_images"))
-    stdout = run_python("""
-        import json, sys
-        for name in ("segmentation_models", "albumentations", "tf_keras", "pandas", "yaml", "sklearn", "matplotlib"):
-            sys.modules[name] = None  # the Predictor needs NumPy, OpenCV and TensorFlow only
-        import numpy as np
-        import severstal
-        assert "tensorflow" not in sys.modules  # import severstal alone loads no TensorFlow
-        from severstal import Predictor
-        predictor = Predictor.load(sys.argv[1])
-        results = predictor.predict([f"data/test_images/{name}" for name in sys.argv[3:]])
-        np.savez(sys.argv[2], masks=np.stack([r.masks for r in results]),
-                 probabilities=np.stack([r.probabilities for r in results]))
-        print(json.dumps({"records": [r.record for r in results], "latency": [r.latency_ms for r in results]}))
-    """, exported, tmp_path / "masks.npz", *names)
-    result = json.loads(stdout.strip().splitlines()[-1])
-    assert all(latency > 0 for latency in result["latency"])
-    arrays = np.load(tmp_path / "masks.npz")
-    submission = rle_lookup(normalise(read_submission(Paths(workspace).submission)), [1, 2, 3, 4])
-    thresholds = np.array([s["pixel_threshold"] for s in
-                           json.loads((exported / "export.json").read_text())["postprocessing"]], np.float32)
-    expected = np.stack([masks_for(submission.get(name, {}), (256, 1600), 4) for name in names])
-    differ = expected != arrays["masks"]
-    near = np.abs(arrays["probabilities"] - thresholds) < 1e-4  # float32 rounding may decide these either way
-    assert not (differ & ~near).any() and differ.mean() < 1e-4
-    predicted = {record["image"]: record for record in defects["images"]}
-    for name, record, image_differs in zip(names, result["records"], differ.any(axis=(1, 2, 3)), strict=True):
-        assert record["image"] == name
-        if not image_differs:  # the same masks: the same decisions and defects
-            for mine, theirs in zip(record["classes"], predicted[name]["classes"], strict=True):
-                assert (mine["defective"], mine["area"]) == (theirs["defective"], theirs["area"])
-                if mine["classifier_probability"] is not None:  # 6 decimals of the same float32 rounding
-                    assert mine["classifier_probability"] == pytest.approx(theirs["classifier_probability"], abs=2e-6)
-            assert [d["bbox"] for d in record["defects"]] == [d["bbox"] for d in predicted[name]["defects"]]
-
-
-def test_export_is_not_made_twice_and_refuses_untuned_models(workspace, exported, capsys, no_model_work):
-    before = (exported / "export.json").read_bytes()
-    assert severstal("export", "--config", "config.yaml") == 0
-    assert "is up to date" in capsys.readouterr().out and (exported / "export.json").read_bytes() == before
-    assert severstal("export", "--config", "config.yaml", "--experiment", "untuned", "--force") == 1
-    assert "run severstal tune first" in capsys.readouterr().err
+    images = np.random.default_rng(1).integers(0, 256, (2, 256, 1600, 3), dtype=np.uint8)  # not the check's images
+    session = onnxruntime.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    names = [output.name for output in session.get_outputs()]
+    converted = dict(zip(names, session.run(names, {"images": images}), strict=True))
+    expected = tf.saved_model.load(str(out)).signatures["serving_default"](images=tf.constant(images))
+    assert set(converted) == set(expected) == set(manifest["outputs"])
+    for name, value in expected.items():
+        np.testing.assert_allclose(converted[name], value.numpy(), rtol=0, atol=1e-4)

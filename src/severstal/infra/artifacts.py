@@ -270,8 +270,11 @@ def _thresholds_json(paths: Paths, trained: str):
     """The parsed ``thresholds.json``; UserError when it is missing (tune after training ``trained``) or not JSON."""
     path = paths.thresholds
     if not path.is_file():
+        others = sorted(other.parent.name for other in paths.models.parent.glob(f"*/{THRESHOLDS}"))
+        hint = (f" (tuned experiments here: {', '.join(others)}; the demo's config is configs/demo.yaml: give the "
+                "--config the run used)") if others else ""
         raise UserError(f"{path} does not exist: run severstal tune first (after training {trained}), "
-                        f"e.g. `severstal tune --config {paths.config.source}`")
+                        f"e.g. `severstal tune --config {paths.config.source}`{hint}")
     try:
         return json.loads(path.read_text())
     except ValueError as error:

@@ -64,18 +64,21 @@ def data_line(config: Config) -> str | None:
             f"{height} x {width})")
 
 
-def add_inference_options(parser: argparse.ArgumentParser, flips: Sequence[str]) -> None:
-    """``--folds``, ``--tta`` and ``--batch-size``: a run's own ``inference.*`` (see :func:`inference_options`)."""
+def add_inference_options(parser: argparse.ArgumentParser, flips: Sequence[str], batch_size: bool = True) -> None:
+    """``--folds``, ``--tta`` and (unless ``batch_size`` is false) ``--batch-size``: a run's own ``inference.*`` (see
+    :func:`inference_options`)."""
     parser.add_argument("--folds", default=None, help="folds to ensemble: all or e.g. 0,1 (default: inference.folds)")
     parser.add_argument("--tta", default=None,
                         help=f"flips to average, from {','.join(flips)} (default: inference.tta)")
-    parser.add_argument("--batch-size", type=int, default=None, help="images per batch (default: inference.batch_size)")
+    if batch_size:
+        parser.add_argument("--batch-size", type=int, default=None,
+                            help="images per batch (default: inference.batch_size)")
 
 
 def inference_options(args: argparse.Namespace) -> dict[str, tuple[str, object]]:
     """The config keys the options of :func:`add_inference_options` set, for :func:`config_from_args`."""
     return {"inference.folds": ("--folds", args.folds), "inference.tta": ("--tta", args.tta),
-            "inference.batch_size": ("--batch-size", args.batch_size)}
+            "inference.batch_size": ("--batch-size", getattr(args, "batch_size", None))}
 
 
 def os_error_message(error: OSError) -> str:

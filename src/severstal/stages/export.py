@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--format", dest="export_format", choices=FORMATS, default="savedmodel",
                         help="savedmodel (default): a TensorFlow SavedModel; onnx: also model.onnx (tf2onnx, checked "
                              "with onnxruntime against the SavedModel)")
-    add_inference_options(parser, FLIPS)
+    add_inference_options(parser, FLIPS, batch_size=False)  # the SavedModel takes any batch
     parser.add_argument("--force", action="store_true", help="export again even when the export is up to date")
     return parser
 

@@ -87,7 +87,7 @@ from ..infra.errors import UserError, format_problems
 from ..infra.files import write_atomically, write_json
 from ..infra.images import bad_images, image_names, image_sizes
 from ..infra.label_maps import label_map_path, write_label_map
-from ..infra.stamps import Action, Stamp, decide, file_fingerprint, images_fingerprint, read_sidecar
+from ..infra.stamps import Action, Decision, Stamp, decide, file_fingerprint, images_fingerprint, read_sidecar
 from ..infra.tables import labels_csv, write_ablation, write_submission
 
 
@@ -152,12 +152,14 @@ def predict_rows(config: Config, paths: Paths, images_dir: Path, image_ids: Sequ
     class_names = list(config.data.classes) if defects else None
     for image_id in sorted(bad):
         rows += empty_rows(image_id, class_ids)
-        records[image_id] = unusable_record(image_id, bad[image_id])
+        if defects:
+            records[image_id] = unusable_record(image_id, bad[image_id])
         if accumulator is not None:
             truth_masks = masks_for(truth.get(image_id, {}), config.data.shape, len(class_ids))
             accumulator.add(image_id, truth_masks, dict.fromkeys(MASK_VARIANTS, np.zeros_like(truth_masks)))
     whole = [image_id for image_id in image_ids if image_id not in bad and image_id not in tiled]
     large = [image_id for image_id in image_ids if image_id in tiled]
+
     def ordered() -> list[dict]:
         return [records[image_id] for image_id in image_ids if image_id in records]
 
@@ -209,6 +211,17 @@ def predict_rows(config: Config, paths: Paths, images_dir: Path, image_ids: Sequ
             segmentation = outputs["seg"]
             record([large[index]], [segmentation], [finish((large[index], segmentation, outputs.get("cls")))])
     return rows, accumulator, time.perf_counter() - started, ordered()
+
+
+def skip_or_say(decision: Decision, defects: Path, wanted: bool) -> bool:
+    """Whether the predictions are up to date and skipped (with ``decision``'s line); else print why they are made,
+    which is also the case for up-to-date predictions whose wanted ``defects.json`` is missing."""
+    if decision.action is Action.SKIP and wanted and not defects.is_file():
+        print(f"{defects} is missing: predicting again to write it")
+        return False
+    if decision.note:
+        print(decision.note)
+    return decision.action is Action.SKIP
 
 
 def write_defects(config: Config, paths: Paths, records: list[dict], weights: dict[tuple[str, int], str]) -> Path:
@@ -293,11 +306,8 @@ def predict_labels(args: argparse.Namespace, config: Config, paths: Paths) -> in
         stamp = Stamp.of(config, PREDICT_KEYS, inputs, settings)
         saved = read_sidecar(sidecar_path(target))
         decision = decide(str(target), saved["stamp"] if saved and target.is_file() else None, stamp, args.force)
-        if decision.action is Action.SKIP and paths.defects.is_file():
-            print(decision.note)
+        if skip_or_say(decision, paths.defects, True):
             return 0
-        if decision.note and decision.action is not Action.SKIP:
-            print(decision.note)
         bad = unusable_images(images_dir, image_ids, None, args.skip_bad,
                               ("leave them out (listed in the log)", "left out"))
         good = [image_id for image_id in image_ids if image_id not in bad]
@@ -390,11 +400,8 @@ def run(args: argparse.Namespace) -> int:
         saved = read_sidecar(sidecar_path(target))
         previous = saved["stamp"] if saved and saved.get("shard") == shard_text and target.exists() else None
         decision = decide(str(target), previous, stamp, args.force)
-        if decision.action is Action.SKIP and not (defects and not paths.defects.is_file()):
-            print(decision.note)
+        if skip_or_say(decision, paths.defects, defects):
             return 0
-        if decision.note and decision.action is not Action.SKIP:
-            print(decision.note)
 
         bad = unusable_images(images_dir, image_ids, None if masks_layout else config.data.shape, args.skip_bad,
                               ("predict them as empty (every image keeps its rows)", "predicted empty"))
