@@ -55,12 +55,8 @@ def test_a_broken_manifest_is_refused_with_what_is_wrong(change, message):
         manifest(postprocessing=None)
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """A SavedModel of the export's signature: segmentation = (red, green) / 255, classification = (0.9, 0.5)."""
-    import json
-
-    folder = tmp_path_factory.mktemp("export")
+def known_module() -> tf.Module:
+    """The export's signature with known outputs: segmentation = (red, green) / 255, classification = (0.9, 0.5)."""
     module = tf.Module()
 
     @tf.function(input_signature=[tf.TensorSpec((None, 8, 12, 3), tf.uint8, name="images")])
@@ -70,9 +66,29 @@ def exported(tmp_path_factory):
         return {"segmentation": probabilities, "classification": gate}
 
     module.serve = serve
-    tf.saved_model.save(module, str(folder), signatures={"serving_default": serve.get_concrete_function()})
+    return module
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """:func:`known_module` saved with its export.json."""
+    import json
+
+    from severstal.nn.export import save_serving_model
+
+    folder = tmp_path_factory.mktemp("export")
+    save_serving_model(known_module(), folder)
     (folder / "export.json").write_text(json.dumps(manifest()))
     return folder
+
+
+def test_the_onnx_copy_is_checked_against_the_saved_model(tmp_path):
+    from severstal.stages.export import convert_to_onnx
+
+    images = np.random.default_rng(0).integers(0, 256, (2, 8, 12, 3), dtype=np.uint8)
+    entry = convert_to_onnx(known_module(), (8, 12), tmp_path / "model.onnx", images)
+    assert entry["file"] == "model.onnx" and entry["opset"] == 17 and entry["max_abs_difference"] <= 1e-6
+    assert entry["converter"].startswith("tf2onnx ") and (tmp_path / "model.onnx").stat().st_size > 0
 
 
 def test_predictor_post_processes_and_lists_the_defects(exported):
@@ -127,3 +143,14 @@ def test_larger_images_are_tiled_and_others_refused(exported):
             predictor.predict(bad)
     with pytest.raises(FileNotFoundError, match="severstal export"):
         Predictor.load(exported / "missing")
+
+
+def test_an_onnx_copy_that_differs_is_refused(tmp_path, monkeypatch):
+    import severstal.nn.export as export
+    from severstal.infra.errors import UserError
+    from severstal.stages.export import convert_to_onnx
+
+    monkeypatch.setattr(export, "onnx_difference", lambda *args: 0.5)
+    images = np.zeros((1, 8, 12, 3), np.uint8)
+    with pytest.raises(UserError, match="differs from the SavedModel by up to 0.5 .* it is not written"):
+        convert_to_onnx(known_module(), (8, 12), tmp_path / "model.onnx", images)

@@ -176,7 +176,8 @@ def test_larger_images_are_tiled_and_smaller_ones_refused(masks_run, tmp_path, c
     folder.mkdir()
     cv2.imwrite(str(folder / "big.png"), large)
     config = masks_run / "config.yaml"
-    args = ("predict", "--config", config, "--images", folder, "--set", f"paths.predictions={tmp_path / 'out'}")
+    args = ("predict", "--config", config, "--images", folder, "--set", f"paths.predictions={tmp_path / 'out'}",
+            "--folds", "0")  # one fold of each model: the export below is as fast
     monkeypatch.chdir(masks_run)
     assert severstal(*args) == 0
     assert "1 predicted by tiles" in capsys.readouterr().out
@@ -188,7 +189,7 @@ def test_larger_images_are_tiled_and_smaller_ones_refused(masks_run, tmp_path, c
     assert [c["area"] for c in defects[0]["classes"]] == areas.tolist()
     assert sum(d["area"] for d in defects[0]["defects"]) == areas.sum()
 
-    assert severstal("export", "--config", config, "--out", tmp_path / "export") == 0
+    assert severstal("export", "--config", config, "--out", tmp_path / "export", "--folds", "0") == 0
     from severstal import Predictor
 
     predictor = Predictor.load(tmp_path / "export")

@@ -15,6 +15,7 @@ import textwrap
 from contextlib import contextmanager
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -170,58 +171,52 @@ def run_python(code: str, *args) -> str:
     return result.stdout
 
 
-def test_saved_model_runs_where_severstal_cannot_be_imported(workspace, exported, tmp_path):
+def test_the_export_runs_without_severstal_and_the_predictor_reproduces_predict(workspace, defects, exported,
+                                                                                tmp_path):
     manifest = json.loads((exported / "export.json").read_text())
     assert manifest["input"] == {"name": "images", "dtype": "uint8", "shape": [None, 256, 1600, 3],
                                  "channel_order": "RGB"}
     assert set(manifest["outputs"]) <= {"segmentation", "classification"} and "segmentation" in manifest["outputs"]
     assert manifest["tta"] == ["none", "hflip"] and manifest["folds"] == [0, 1]
-    images = sorted(Path("data/test_images").iterdir())[:3]
-    run_python("""
-        import sys
-        for name in ("severstal", "segmentation_models", "albumentations", "tf_keras"):
-            sys.modules[name] = None  # none of them can be imported
-        import cv2, numpy as np, tensorflow as tf
-        model = tf.saved_model.load(sys.argv[1])
-        images = np.stack([cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB) for path in sys.argv[3:]])
-        outputs = model.signatures["serving_default"](images=tf.constant(images))
-        np.savez(sys.argv[2], **{name: value.numpy() for name, value in outputs.items()})
-    """, exported, tmp_path / "outputs.npz", *images)
-    outputs = np.load(tmp_path / "outputs.npz")
-    kinds = ["seg"] + (["cls"] if "classification" in outputs else [])  # the classifier where the thresholds gate
-    folds = {kind: [inference.load_fold_model(Paths(workspace), kind, fold) for fold in (0, 1)] for kind in kinds}
-    (_, expected), = list(inference.ensembled_batches(folds, images, ["none", "hflip"], 3))
-    assert outputs["segmentation"].shape == (3, 256, 1600, 4) and outputs["segmentation"].dtype == np.float32
-    # predict's path (tf.data decode, host-side resize) and the SavedModel's agree to float32 rounding
-    np.testing.assert_allclose(outputs["segmentation"], expected["seg"], rtol=0, atol=2e-5)
-    if "classification" in outputs:
-        np.testing.assert_allclose(outputs["classification"], expected["cls"], rtol=0, atol=2e-5)
-
-
-def test_predictor_reproduces_predict_without_the_training_stack(workspace, defects, exported, tmp_path):
     names = sorted(os.listdir("data/test_images"))
     stdout = run_python("""
         import json, sys
-        for name in ("segmentation_models", "albumentations", "tf_keras", "pandas", "yaml", "sklearn", "matplotlib"):
-            sys.modules[name] = None  # the Predictor needs NumPy, OpenCV and TensorFlow only
-        import numpy as np
-        import severstal
-        assert "tensorflow" not in sys.modules  # import severstal alone loads no TensorFlow
+        training = ("segmentation_models", "albumentations", "tf_keras", "pandas", "yaml", "sklearn", "matplotlib")
+        for name in ("severstal", *training):
+            sys.modules[name] = None  # none of them can be imported
+        import cv2, numpy as np, tensorflow as tf
+        paths = [f"data/test_images/{name}" for name in sys.argv[3:]]
+        model = tf.saved_model.load(sys.argv[1])  # plain TensorFlow: severstal cannot be imported
+        images = np.stack([cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB) for path in paths[:3]])
+        plain = model.signatures["serving_default"](images=tf.constant(images))
+        del sys.modules["severstal"]  # the Predictor: severstal, still without the training stack
         from severstal import Predictor
-        predictor = Predictor.load(sys.argv[1])
-        results = predictor.predict([f"data/test_images/{name}" for name in sys.argv[3:]])
+        manifest = json.loads(open(f"{sys.argv[1]}/export.json").read())
+        results = Predictor(model, manifest, sys.argv[1]).predict(paths)  # the SavedModel loaded above
         np.savez(sys.argv[2], masks=np.stack([r.masks for r in results]),
-                 probabilities=np.stack([r.probabilities for r in results]))
+                 probabilities=np.stack([r.probabilities for r in results]),
+                 **{f"plain_{name}": value.numpy() for name, value in plain.items()})
         print(json.dumps({"records": [r.record for r in results], "latency": [r.latency_ms for r in results]}))
-    """, exported, tmp_path / "masks.npz", *names)
+    """, exported, tmp_path / "outputs.npz", *names)
+    arrays = np.load(tmp_path / "outputs.npz")
+
+    # the bare SavedModel against predict's path (tf.data decode, host-side resize): float32 rounding apart
+    kinds = ["seg"] + (["cls"] if "plain_classification" in arrays else [])  # the classifier where it gates
+    folds = {kind: [inference.load_fold_model(Paths(workspace), kind, fold) for fold in (0, 1)] for kind in kinds}
+    images = [Path("data/test_images") / name for name in names[:3]]
+    (_, expected), = list(inference.ensembled_batches(folds, images, ["none", "hflip"], 3))
+    assert arrays["plain_segmentation"].shape == (3, 256, 1600, 4) and arrays["plain_segmentation"].dtype == np.float32
+    np.testing.assert_allclose(arrays["plain_segmentation"], expected["seg"], rtol=0, atol=2e-5)
+    if "cls" in kinds:
+        np.testing.assert_allclose(arrays["plain_classification"], expected["cls"], rtol=0, atol=2e-5)
+
+    # the Predictor's masks against the submission: equal but where rounding meets a threshold
     result = json.loads(stdout.strip().splitlines()[-1])
     assert all(latency > 0 for latency in result["latency"])
-    arrays = np.load(tmp_path / "masks.npz")
     submission = rle_lookup(normalise(read_submission(Paths(workspace).submission)), [1, 2, 3, 4])
-    thresholds = np.array([s["pixel_threshold"] for s in
-                           json.loads((exported / "export.json").read_text())["postprocessing"]], np.float32)
-    expected = np.stack([masks_for(submission.get(name, {}), (256, 1600), 4) for name in names])
-    differ = expected != arrays["masks"]
+    thresholds = np.array([s["pixel_threshold"] for s in manifest["postprocessing"]], np.float32)
+    truth = np.stack([masks_for(submission.get(name, {}), (256, 1600), 4) for name in names])
+    differ = truth != arrays["masks"]
     near = np.abs(arrays["probabilities"] - thresholds) < 1e-4  # float32 rounding may decide these either way
     assert not (differ & ~near).any() and differ.mean() < 1e-4
     predicted = {record["image"]: record for record in defects["images"]}
@@ -233,6 +228,17 @@ def test_predictor_reproduces_predict_without_the_training_stack(workspace, defe
                 if mine["classifier_probability"] is not None:  # 6 decimals of the same float32 rounding
                     assert mine["classifier_probability"] == pytest.approx(theirs["classifier_probability"], abs=2e-6)
             assert [d["bbox"] for d in record["defects"]] == [d["bbox"] for d in predicted[name]["defects"]]
+
+
+def test_a_trained_unet_converts_to_onnx(workspace, tmp_path):
+    from severstal.nn.export import onnx_difference, save_onnx, serving_module
+
+    fold = inference.load_fold_model(Paths(workspace), "seg", 0)
+    module = serving_module({"seg": inference.FoldEnsemble([fold], ["none"])}, (256, 1600))  # scale 1/4: a pool
+    save_onnx(module, (256, 1600), tmp_path / "model.onnx")
+    images = np.stack([cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+                       for path in sorted(Path("data/test_images").iterdir())[:2]])
+    assert onnx_difference(module, tmp_path / "model.onnx", images) < 1e-4  # onnxruntime vs TensorFlow
 
 
 def test_export_is_not_made_twice_and_refuses_untuned_models(workspace, exported, capsys, no_model_work):
@@ -390,22 +396,3 @@ def test_missing_thresholds_ask_for_tune(workspace, capsys, no_model_work):
 def test_bad_options(workspace, capsys, no_model_work, argv, message):
     assert predict.main(["--config", "config.yaml", "--force", *argv]) == 1
     assert message in capsys.readouterr().err
-
-
-def test_onnx_export_runs_in_onnxruntime_like_the_saved_model(workspace, tmp_path):
-    out = tmp_path / "onnx"
-    assert severstal("export", "--config", "config.yaml", "--format", "onnx", "--folds", "0", "--out", out) == 0
-    manifest = json.loads((out / "export.json").read_text())
-    assert manifest["onnx"]["file"] == "model.onnx" and manifest["onnx"]["max_abs_difference"] <= 1e-4
-    import onnxruntime
-
-    from severstal.nn.tfsetup import tf
-
-    images = np.random.default_rng(1).integers(0, 256, (2, 256, 1600, 3), dtype=np.uint8)  # not the check's images
-    session = onnxruntime.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
-    names = [output.name for output in session.get_outputs()]
-    converted = dict(zip(names, session.run(names, {"images": images}), strict=True))
-    expected = tf.saved_model.load(str(out)).signatures["serving_default"](images=tf.constant(images))
-    assert set(converted) == set(expected) == set(manifest["outputs"])
-    for name, value in expected.items():
-        np.testing.assert_allclose(converted[name], value.numpy(), rtol=0, atol=1e-4)
