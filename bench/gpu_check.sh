@@ -71,7 +71,9 @@ bash run_all.sh --smoke --force --data "$source_dir" "${precision[@]}" "${smoke_
     echo "error: the smoke run failed; its log: $out/smoke.log" >&2; tail -n 20 "$out/smoke.log" >&2; exit 1; }
 smoke_seconds=$(elapsed "$started")
 device=$(grep -m1 "^TensorFlow .* on " "$out/smoke.log" || echo "unknown device")
-predict_rate=$(grep -m1 "images/s (" "$out/smoke.log" | cut -d' ' -f1 || echo "n/a")
+# predict prints "12.3 images/s (...)", or "3.6 s/image (...)" below one image a second
+predict_rate=$(grep -m1 -E "^[0-9.]+ (images/s|s/image) \(" "$out/smoke.log" \
+    | awk '{ print ($2 == "s/image" ? sprintf("%.2f", 1 / $1) : $1) }' || true)
 echo "smoke run: ${smoke_seconds} s; predict ${predict_rate} images/s; $device"
 
 bench_data="$source_dir"

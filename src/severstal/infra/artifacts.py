@@ -414,6 +414,21 @@ def ensemble_folds(paths: Paths, document: Mapping, spec) -> Ensemble:
     return Ensemble(folds, kinds, weights)
 
 
+def classifier_ensemble(paths: Paths, document: Mapping, spec) -> Ensemble:
+    """:func:`ensemble_folds` of a classification data set (the folders layout): the classifier folds alone.
+
+    Raises:
+        UserError: a chosen fold that is not trained, or weights other than those the thresholds were tuned on.
+    """
+    trained = finished_folds(paths, "cls")
+    try:
+        folds = select_folds(spec, trained)
+    except ValueError as error:
+        raise UserError(f"--folds / inference.folds: {error} (trained classifier folds: {trained})") from None
+    weights = check_tuned_on(document, paths, "cls", folds)
+    return Ensemble(folds, ("cls",), {("cls", fold): value for fold, value in weights.items()})
+
+
 def model_records(paths: Paths, weights: Mapping[tuple[str, int], str]) -> list[dict]:
     """What ``defects.json`` and ``export.json`` record of the model files: kind, fold, file and fingerprint.
 

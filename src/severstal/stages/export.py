@@ -26,7 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..core.ensemble import FLIPS, select_folds
+from ..core.ensemble import FLIPS
 from ..core.exports import (
     CLASSIFICATION,
     MANIFEST,
@@ -42,9 +42,8 @@ from ..infra.artifacts import (
     PREDICT_KEYS,
     Paths,
     check_predicted_like,
-    check_tuned_on,
+    classifier_ensemble,
     ensemble_folds,
-    finished_folds,
     model_records,
     read_classification_thresholds,
     read_thresholds,
@@ -63,18 +62,13 @@ FORMATS = ("savedmodel", "onnx")
 def export_plan(config: Config, paths: Paths) -> tuple[dict, dict[tuple[str, int], str], list[int]]:
     """The thresholds document, ``{(kind, fold): weights fingerprint}`` and folds to export (checked as predict
     checks them: finished folds whose OOF statistics the thresholds were tuned on)."""
-    if paths.layout != "folders":
+    if paths.layout == "folders":
+        document = read_classification_thresholds(paths)
+        ensemble = classifier_ensemble(paths, document, config.inference.folds)
+    else:
         document = read_thresholds(paths)
         ensemble = ensemble_folds(paths, document, config.inference.folds)
-        return document, ensemble.weights, ensemble.folds
-    document = read_classification_thresholds(paths)
-    trained = finished_folds(paths, "cls")
-    try:
-        folds = select_folds(config.inference.folds, trained)
-    except ValueError as error:
-        raise UserError(f"--folds / inference.folds: {error} (trained classifier folds: {trained})") from None
-    return document, {("cls", fold): value for fold, value in check_tuned_on(document, paths, "cls", folds).items()}, \
-        folds
+    return document, ensemble.weights, ensemble.folds
 
 
 def manifest(config: Config, paths: Paths, document: dict, weights: dict[tuple[str, int], str], folds: list[int],

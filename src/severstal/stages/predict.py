@@ -57,7 +57,6 @@ from ..core.ensemble import (
     mask_rows,
     parse_shard,
     rows_frame,
-    select_folds,
     shard_ids,
     variant_masks,
 )
@@ -71,9 +70,8 @@ from ..infra.artifacts import (
     Ensemble,
     Paths,
     check_predicted_like,
-    check_tuned_on,
+    classifier_ensemble,
     ensemble_folds,
-    finished_folds,
     model_records,
     read_classification_thresholds,
     read_thresholds,
@@ -293,14 +291,10 @@ def predict_labels(args: argparse.Namespace, config: Config, paths: Paths) -> in
     target, names = paths.prediction_labels, list(config.data.classes)
     with locks.hold(paths.prediction_dir / LOCKS, "labels", f"the predictions {target}"):
         document = read_classification_thresholds(paths)
-        trained = finished_folds(paths, "cls")
-        try:
-            folds = select_folds(config.inference.folds, trained)
-        except ValueError as error:
-            raise UserError(f"--folds / inference.folds: {error} (trained classifier folds: {trained})") from None
-        weights = check_tuned_on(document, paths, "cls", folds)
+        ensemble = classifier_ensemble(paths, document, config.inference.folds)
+        folds = ensemble.folds
         inputs = {"thresholds": file_fingerprint(paths.thresholds),
-                  **{f"cls fold {fold} weights": value for fold, value in weights.items()},
+                  **{f"cls fold {fold} weights": value for (_, fold), value in ensemble.weights.items()},
                   "images": images_fingerprint(images_dir, image_ids)}
         settings = {"predict.folds": list(folds), "predict.skip_bad": args.skip_bad}
         stamp = Stamp.of(config, PREDICT_KEYS, inputs, settings)
@@ -334,8 +328,7 @@ def predict_labels(args: argparse.Namespace, config: Config, paths: Paths) -> in
         records = {image_id: label_record(image_id, label, row, names, flag)
                    for image_id, label, row, flag in zip(good, labels, probabilities, flags, strict=True)}
         records |= {image_id: unusable_record(image_id, reason) for image_id, reason in bad.items()}
-        write_defects(config, paths, [records[image_id] for image_id in image_ids],
-                      {("cls", fold): value for fold, value in weights.items()})
+        write_defects(config, paths, [records[image_id] for image_id in image_ids], ensemble.weights)
         write_json(sidecar_path(target), {"stamp": stamp.to_dict(), "images": len(good), "skipped_bad": sorted(bad),
                                           "created": datetime.now(UTC).isoformat(timespec="seconds")})
     counts = ", ".join(f"{name} {labels.count(name):,}" for name in names)
