@@ -96,7 +96,8 @@ def stand_in_loader(keras, tf, spec_of):
         images = keras.Input((None, None, 3), dtype="uint8")
         output = keras.layers.Lambda(segmenter_output if kind == "seg" else classifier_output)(images)
         head = "masks" if kind == "seg" else "multilabel"
-        return FoldModel(kind, fold, keras.Model(images, output), spec_of(kind), head, paths.fold_dir(kind, fold))
+        return FoldModel(kind, fold, keras.Model(images, output), spec_of(kind), head, paths.fold_dir(kind, fold),
+                         num_classes)
 
     return load
 
@@ -105,6 +106,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=64, help="test images (256 x 1600)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--defects", action="store_true", help="predict --defects: also the defects.json records")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import severstal.nn.inference as inference
@@ -115,6 +117,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as directory:
         root = Path(directory)
         overrides = [f"paths.models={root / 'models'}", f"paths.submissions={root / 'submissions'}",
+                     f"paths.predictions={root / 'predictions'}",
                      f"paths.reports={root / 'reports'}", f"data.dir={root / 'data'}", "hardware.require_gpu=false"]
         config = load_config("configs/default.yaml", overrides)
         folds = config.folds.k
@@ -129,15 +132,15 @@ def main(argv=None) -> int:
         timed = {}
         original_rows = predict.predict_rows
 
-        def predict_rows(*arguments):
-            rows, accumulator, seconds = original_rows(*arguments)
-            timed["seconds"] = seconds
-            return rows, accumulator, seconds
+        def predict_rows(*arguments, **options):
+            result = original_rows(*arguments, **options)  # (rows, accumulator, seconds, ...)
+            timed["seconds"] = result[2]
+            return result
 
         predict.predict_rows = predict_rows
         print(f"{args.images} images of {HEIGHT} x {WIDTH}, {folds} folds x (segmenter + classifier), batch "
-              f"{config.inference.batch_size}, stand-in networks; {platform.processor() or platform.machine()}, "
-              f"{os.cpu_count()} cores")
+              f"{config.inference.batch_size}, stand-in networks{', with defects.json' if args.defects else ''}; "
+              f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores")
         folders = {args.images: root / "data" / "test_images", batch: root / "one_batch"}
         for tta in FLIP_SETS:
             write_thresholds(config, folds, tta)
@@ -146,7 +149,7 @@ def main(argv=None) -> int:
                 seconds = []
                 for _ in range(args.repeats):
                     argv = ["--config", "configs/default.yaml", "--force", "--tta", ",".join(tta), "--images",
-                            str(folder)]
+                            str(folder), *(["--defects"] if args.defects else [])]
                     for override in overrides:
                         argv += ["--set", override]
                     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
