@@ -154,3 +154,34 @@ def test_an_onnx_copy_that_differs_is_refused(tmp_path, monkeypatch):
     images = np.zeros((1, 8, 12, 3), np.uint8)
     with pytest.raises(UserError, match="differs from the SavedModel by up to 0.5 .* it is not written"):
         convert_to_onnx(known_module(), (8, 12), tmp_path / "model.onnx", images)
+
+
+def test_a_classification_export_labels_by_its_decision_thresholds(tmp_path):
+    """The folders layout: classification only, "defective" flagged from 0.2, "healthy" from 0.9 (tuned for
+    recall); the label is the most probable flagged class."""
+    import json
+
+    from severstal import Predictor
+    from severstal.nn.export import save_serving_model
+
+    module = tf.Module()
+
+    @tf.function(input_signature=[tf.TensorSpec((None, 4, 4, 3), tf.uint8, name="images")])
+    def serve(images):  # p(defective) = the mean red / 255
+        defective = tf.reduce_mean(tf.cast(images[..., 0], tf.float32), axis=[1, 2]) / 255.0  # (batch,)
+        return {"classification": tf.stack([defective, 1.0 - defective], axis=1)}
+
+    module.serve = serve
+    save_serving_model(module, tmp_path)
+    decision = {"rule": "thresholded", "thresholds": {"defective": 0.2, "healthy": 0.9}}
+    (tmp_path / "export.json").write_text(json.dumps(manifest(
+        layout="folders", class_names=["defective", "healthy"], shape=(4, 4), outputs=["classification"],
+        postprocessing=None, decision=decision, tile_overlap=None)))
+    predictor = Predictor.load(tmp_path)
+    images = np.zeros((3, 4, 4, 3), np.uint8)
+    images[0, ..., 0], images[1, ..., 0], images[2, ..., 0] = 51, 153, 0  # p(defective) 0.2, 0.6, 0
+    results = predictor.predict(images)
+    assert [r.label for r in results] == ["defective", "defective", "healthy"]  # argmax would say healthy first
+    assert [r.record["flagged"] for r in results] == [["defective"], ["defective"], ["healthy"]]
+    assert results[0].masks is None and results[0].defective is None
+    np.testing.assert_allclose(results[1].classifier_probabilities, [0.6, 0.4], atol=1e-6)

@@ -249,6 +249,32 @@ def test_folders_export_labels_like_predict(folders_run, tmp_path, monkeypatch):
                                labels[["p_defective", "p_healthy"]], atol=2e-6)  # the CSV's 6 decimals
 
 
+def test_folders_predict_follows_recall_tuned_thresholds(folders_run, tmp_path, monkeypatch):
+    import shutil
+
+    from severstal.core.classification import class_flags, decision_thresholds, thresholded_classes
+
+    workspace = tmp_path / "run"
+    shutil.copytree(folders_run, workspace, ignore=shutil.ignore_patterns("predictions", "reports"))
+    monkeypatch.chdir(workspace)
+    assert severstal("tune", "--config", "config.yaml", "--objective", "recall:0.9") == 0
+    paths = Paths(load_config(workspace / "config.yaml"))
+    names = ["defective", "healthy"]
+    thresholds = decision_thresholds(json.loads(paths.thresholds.read_text()), names)
+    assert thresholds is not None  # "thresholded"
+    assert severstal("predict", "--config", "config.yaml") == 0
+    labels = pd.read_csv(paths.prediction_labels)
+    probabilities = labels[["p_defective", "p_healthy"]].to_numpy()  # 6 decimals
+    clear = (np.abs(probabilities - thresholds).min(axis=1) > 1e-5) & (np.abs(probabilities[:, 0] - 0.5) > 1e-5)
+    expected = [names[i] for i in thresholded_classes(probabilities, thresholds)]
+    assert (labels["label"] == expected)[clear].all()
+    records = json.loads(paths.defects.read_text())["images"]
+    flags = class_flags(probabilities, thresholds)
+    for record, row, clearly in zip(records, flags, clear, strict=True):
+        if clearly:
+            assert record["flagged"] == [name for name, flag in zip(names, row, strict=True) if flag]
+
+
 @pytest.mark.parametrize("channels", [1, 3])
 def test_tiff_images_decode_like_opencv(tmp_path, channels):
     from severstal.nn.pipeline import decode_any, input_spec, read_image
