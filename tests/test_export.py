@@ -126,7 +126,9 @@ def test_predictor_takes_batches_grey_images_and_files(exported, tmp_path):
     assert from_file.record["image"] == "frame.png" and from_file.masks[..., 0].all()
 
 
-def test_larger_images_are_tiled_and_others_refused(exported):
+def test_larger_images_are_tiled_and_others_refused(exported, tmp_path):
+    import cv2
+
     from severstal import Predictor
 
     predictor = Predictor.load(exported)
@@ -143,6 +145,9 @@ def test_larger_images_are_tiled_and_others_refused(exported):
             predictor.predict(bad)
     with pytest.raises(FileNotFoundError, match="severstal export"):
         Predictor.load(exported / "missing")
+    cv2.imwrite(str(tmp_path / "small.png"), np.zeros((6, 12, 3), np.uint8))
+    with pytest.raises(ValueError, match="takes images of 8 x 12"):  # a file is checked as an array is
+        predictor.predict(tmp_path / "small.png")
 
 
 def test_an_onnx_copy_that_differs_is_refused(tmp_path, monkeypatch):

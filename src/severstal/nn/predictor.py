@@ -66,9 +66,15 @@ class Prediction:
 
 
 class Predictor:
-    """An exported model and its post-processing (load with :meth:`load`)."""
+    """An exported model and its post-processing (load with :meth:`load`).
 
-    def __init__(self, model, manifest: dict, directory: Path):
+    Args:
+        model: the loaded SavedModel (``tf.saved_model.load``).
+        manifest: its ``export.json``, parsed.
+        directory: the export folder.
+    """
+
+    def __init__(self, model, manifest: dict, directory: str | os.PathLike):
         self.model, self.manifest, self.directory = model, check_manifest(manifest), Path(directory)
         self.function = model.signatures[self.manifest["signature"]]
         self.class_ids = [int(item["class"]) for item in self.manifest["classes"]]
@@ -114,9 +120,9 @@ class Predictor:
     def _batch(self, images) -> tuple[list[np.ndarray], bool]:
         """The images as a list of ``(h, w, 3)`` uint8 arrays and whether one image was given."""
         if isinstance(images, str | os.PathLike):
-            return [self.read_image(images)], True
+            return [self._image(self.read_image(images))], True
         if isinstance(images, Sequence) and not isinstance(images, np.ndarray):
-            return [self.read_image(item) if isinstance(item, str | os.PathLike) else self._image(item)
+            return [self._image(self.read_image(item) if isinstance(item, str | os.PathLike) else item)
                     for item in images], False
         array = np.asarray(images)
         if array.ndim == 4:
