@@ -14,14 +14,16 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 
-from .config import DEFAULT_CONFIG, Config, load_config
+from .config import DEFAULT_CONFIG, DEMO_CONFIG, Config, chosen_config, load_config
 from .errors import UserError
 from .layouts import LayoutError, detect_layout
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, data: bool = True) -> None:
     """Add the options every config-driven stage takes: --config, --set, --experiment (and --data)."""
-    parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"experiment config (default {DEFAULT_CONFIG})")
+    parser.add_argument("--config", default=None,
+                        help=f"experiment config (default: the one run_all.sh chooses: {DEFAULT_CONFIG}, or "
+                             f"{DEMO_CONFIG} for the demo data or --data DIR)")
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
         help="override a config value (repeatable), e.g. --set seg.epochs=3",
@@ -44,7 +46,10 @@ def config_from_args(args: argparse.Namespace, options: Mapping[str, tuple[str, 
     """
     extra = [(f"{key}={value}", f"{option} {value}: ") for key, (option, value) in (options or {}).items()
              if value is not None]
-    config = load_config(args.config, [*args.overrides, *extra], getattr(args, "data", None), args.experiment)
+    path, why = (args.config, None) if args.config is not None else chosen_config(getattr(args, "data", None))
+    config = load_config(path, [*args.overrides, *extra], getattr(args, "data", None), args.experiment)
+    if announce and why:
+        print(f"config: {path} ({why}; --config chooses another)", flush=True)
     line = data_line(config) if announce else None
     if line:
         print(line, flush=True)

@@ -45,7 +45,27 @@ from .schema import (
 )
 
 DEFAULT_CONFIG = "configs/default.yaml"
+DEMO_CONFIG = "configs/demo.yaml"
+REAL_DATA = "data/severstal-steel-defect-detection"  # where download puts the competition, as run_all.sh looks
+DEMO_DATA = "data/demo"
 INHERIT = "inherit"
+
+
+def chosen_config(data: str | None = None) -> tuple[str, str | None]:
+    """The config a stage reads without ``--config``: the one ``run_all.sh`` chooses, so that the commands of a
+    run can be re-run alone without naming it.
+
+    Args:
+        data: the stage's ``--data`` (run_all.sh runs other data with the demo config).
+
+    Returns:
+        ``(path, why)``: ``why`` says why it is not DEFAULT_CONFIG (None when it is).
+    """
+    if data is not None:
+        return DEMO_CONFIG, f"--data without --config: {DEMO_CONFIG}, as run_all.sh --data uses"
+    if not (Path(REAL_DATA) / "train.csv").is_file() and Path(DEMO_DATA).is_dir():
+        return DEMO_CONFIG, f"{DEMO_DATA}/ is here and {REAL_DATA}/ is not: {DEMO_CONFIG}, as run_all.sh chose"
+    return DEFAULT_CONFIG, None
 
 
 @dataclass(frozen=True)
