@@ -58,6 +58,12 @@ def overlay_masks(image: np.ndarray, masks: np.ndarray, alpha: float = 0.35, out
 
 
 
+def _overlaps(box: tuple[int, int, int, int], others: list[tuple[int, int, int, int]]) -> bool:
+    left, top, right, bottom = box
+    return any(left < o_right and o_left < right and top < o_bottom and o_top < bottom
+               for o_left, o_top, o_right, o_bottom in others)
+
+
 def draw_defects(image: np.ndarray, defects: list[dict], class_ids: list[int], thickness: int = 2) -> np.ndarray:
     """Draw defects (``core.defects`` objects) on an RGB image: each outline in its class's colour, named.
 
@@ -68,33 +74,40 @@ def draw_defects(image: np.ndarray, defects: list[dict], class_ids: list[int], t
         thickness: outline width in pixels.
 
     Returns:
-        ``(H, W, 3)`` uint8 RGB: a copy with the outlines and, beside each defect's box, its class name (``class 3``
-        for a name that is a number) and mean probability.
+        ``(H, W, 3)`` uint8 RGB: a copy with the outlines and, beside each defect's box (above it, else below, else
+        inside its top, where no other label is), its class name (``class 3`` for a name that is a number) and
+        mean probability, on black. The labels are drawn after every outline, in a font scaled to the image.
     """
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
+    unknown = sorted({defect["class"] for defect in defects} - set(class_ids))
+    if unknown:
+        raise ValueError(f"defect of class {unknown[0]} is not one of the classes {class_ids}")
     result = np.ascontiguousarray(image.copy())
+    height_px, width_px = result.shape[:2]
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    scale = min(0.5, max(0.3, height_px / 512))  # 0.5 at Severstal's 256 rows and more
+    colours = {class_id: tuple(int(v) for v in CLASS_COLOURS_BGR[i % len(CLASS_COLOURS_BGR)][::-1])  # RGB
+               for i, class_id in enumerate(class_ids)}
     for defect in defects:
-        if defect["class"] not in class_ids:
-            raise ValueError(f"defect of class {defect['class']} is not one of the classes {class_ids}")
-        colour = tuple(int(v) for v in CLASS_COLOURS_BGR[class_ids.index(defect["class"]) % len(CLASS_COLOURS_BGR)]
-                       [::-1])  # RGB
         points = np.asarray(defect["polygon"], np.int32).reshape(-1, 1, 2)  # (points, 1, 2) x, y
-        cv2.polylines(result, [points], True, colour, thickness, lineType=cv2.LINE_8)
+        cv2.polylines(result, [points], True, colours[defect["class"]], thickness, lineType=cv2.LINE_8)
+    placed: list[tuple[int, int, int, int]] = []
+    for defect in defects:
         x, y, _, height = defect["bbox"]
         name = f"class {defect['name']}" if str(defect["name"]).isdigit() else str(defect["name"])
         if defect.get("mean_probability") is not None:
             name += f" {defect['mean_probability']:.2f}"
-        (text_width, text_height), baseline = cv2.getTextSize(name, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
+        (text_width, text_height), baseline = cv2.getTextSize(name, font, scale, 1)
         label_height = text_height + baseline
-        if y >= label_height + 1:  # above the box, else below it, else inside it at its top
-            top = y - label_height - 1
-        elif y + height + 1 + label_height <= result.shape[0]:
-            top = y + height + 1
-        else:
-            top = y + 1
-        left = min(max(x, 0), max(result.shape[1] - text_width - 2, 0))
-        cv2.rectangle(result, (left, top), (left + text_width + 2, top + label_height), (0, 0, 0), -1)
-        cv2.putText(result, name, (left + 1, top + text_height), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1, cv2.LINE_AA)
+        left = min(max(x, 0), max(width_px - text_width - 2, 0))
+        tops = [top for top in (y - label_height - 1, y + height + 1, y + 1)
+                if 0 <= top and top + label_height <= height_px] or [max(0, min(y + 1, height_px - label_height))]
+        boxes = [(left, top, left + text_width + 2, top + label_height) for top in tops]
+        box = next((box for box in boxes if not _overlaps(box, placed)), boxes[0])
+        placed.append(box)
+        cv2.rectangle(result, box[:2], box[2:], (0, 0, 0), -1)
+        cv2.putText(result, name, (box[0] + 1, box[1] + text_height), font, scale, colours[defect["class"]], 1,
+                    cv2.LINE_AA)
     return result

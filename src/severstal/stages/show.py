@@ -92,7 +92,7 @@ def draw_figure(image: np.ndarray, predicted: np.ndarray | None, truth: np.ndarr
     """
     panels = []
     if predicted is not None:
-        how = "filled" if defects is None else f"filled; {len(defects)} defect(s) outlined, from defects.json"
+        how = "filled" if defects is None else f"filled, {len(defects)} defect(s) outlined"
         panels.append((f"predicted ({how}): {class_summary(predicted, truth, names)}",
                        prediction_panel(image, predicted, defects, range(1, predicted.shape[-1] + 1))))
     if truth is not None:
