@@ -471,7 +471,14 @@ def training_stamp(config: Config, paths: Paths, kind: str) -> Stamp:
     return Stamp.of(config, training_keys(kind), data_inputs(paths))
 
 
+# How prediction (and so the OOF statistics) reads an image; change it when nn.pipeline's whole-image decoding
+# changes, so that statistics made the old way are computed again (train and oof see a changed input).
+PREDICTION_DECODING = "whole image, libjpeg exact IDCT, area resize"
+
+
 def oof_stamp(config: Config, paths: Paths, kind: str, fold: int) -> Stamp:
-    """What a fold's OOF statistics are made from: the TTA and grid, the weights, the folds and labels."""
+    """What a fold's OOF statistics are made from: the TTA and grid, the weights, the folds and labels, and how the
+    images were decoded."""
     weights = file_fingerprint(paths.fold_dir(kind, fold) / BEST_WEIGHTS)
-    return Stamp.of(config, OOF_KEYS, {"weights": weights, **data_inputs(paths)})
+    return Stamp.of(config, OOF_KEYS, {"weights": weights, **data_inputs(paths),
+                                       "image decoding": PREDICTION_DECODING})
