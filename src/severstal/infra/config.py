@@ -25,7 +25,7 @@ import yaml
 
 from ..core.constants import HEIGHT, WIDTH
 from .errors import ConfigError
-from .layouts import SEVERSTAL_CLASSES, LayoutError, data_facts
+from .layouts import SEVERSTAL_CLASSES, TRAIN_LABELS, LayoutError, data_facts
 from .schema import (
     CROP_MULTIPLE,
     SECTIONS,
@@ -46,7 +46,7 @@ from .schema import (
 
 DEFAULT_CONFIG = "configs/default.yaml"
 DEMO_CONFIG = "configs/demo.yaml"
-REAL_DATA = "data/severstal-steel-defect-detection"  # where download puts the competition, as run_all.sh looks
+REAL_DATA = defaults_tree()["data"]["dir"]  # where download puts the competition, where run_all.sh looks
 DEMO_DATA = "data/demo"
 INHERIT = "inherit"
 
@@ -63,7 +63,7 @@ def chosen_config(data: str | None = None) -> tuple[str, str | None]:
     """
     if data is not None:
         return DEMO_CONFIG, f"--data without --config: {DEMO_CONFIG}, as run_all.sh --data uses"
-    if not (Path(REAL_DATA) / "train.csv").is_file() and Path(DEMO_DATA).is_dir():
+    if not (Path(REAL_DATA) / TRAIN_LABELS).is_file() and Path(DEMO_DATA).is_dir():
         return DEMO_CONFIG, f"{DEMO_DATA}/ is here and {REAL_DATA}/ is not: {DEMO_CONFIG}, as run_all.sh chose"
     return DEFAULT_CONFIG, None
 
