@@ -232,24 +232,7 @@ def test_folders_layout_predicts_labels_and_scores_them(folders_run, capsys, mon
     assert "classification data" in capsys.readouterr().err
 
 
-def test_folders_export_labels_like_predict(folders_run, tmp_path, monkeypatch):
-    monkeypatch.chdir(folders_run)
-    paths = Paths(load_config(folders_run / "config.yaml"))
-    assert severstal("export", "--config", "config.yaml", "--out", tmp_path / "export") == 0
-    from severstal import Predictor
-
-    predictor = Predictor.load(tmp_path / "export")
-    assert predictor.manifest["outputs"].keys() == {"classification"}
-    assert predictor.manifest["decision"] == {"rule": "argmax"}
-    labels = pd.read_csv(paths.prediction_labels)
-    results = predictor.predict([paths.test_images / image for image in labels["image"]])
-    clear = (labels["p_defective"] - labels["p_healthy"]).abs() > 1e-4  # others may round either way
-    assert ([r.label for r in results] == labels["label"])[clear].all()
-    np.testing.assert_allclose([r.classifier_probabilities for r in results],
-                               labels[["p_defective", "p_healthy"]], atol=2e-6)  # the CSV's 6 decimals
-
-
-def test_folders_predict_follows_recall_tuned_thresholds(folders_run, tmp_path, monkeypatch):
+def test_folders_predict_and_export_follow_recall_tuned_thresholds(folders_run, tmp_path, monkeypatch):
     import shutil
 
     from severstal.core.classification import class_flags, decision_thresholds, thresholded_classes
@@ -273,6 +256,18 @@ def test_folders_predict_follows_recall_tuned_thresholds(folders_run, tmp_path, 
     for record, row, clearly in zip(records, flags, clear, strict=True):
         if clearly:
             assert record["flagged"] == [name for name, flag in zip(names, row, strict=True) if flag]
+
+    # the export carries the decision: the Predictor labels as predict did
+    assert severstal("export", "--config", "config.yaml", "--out", tmp_path / "export") == 0
+    from severstal import Predictor
+
+    predictor = Predictor.load(tmp_path / "export")
+    assert predictor.manifest["outputs"].keys() == {"classification"}
+    assert predictor.manifest["decision"] == {"rule": "thresholded",
+                                              "thresholds": dict(zip(names, thresholds.tolist(), strict=True))}
+    results = predictor.predict([paths.test_images / image for image in labels["image"]])
+    assert ([r.label for r in results] == labels["label"])[clear].all()
+    np.testing.assert_allclose([r.classifier_probabilities for r in results], probabilities, atol=2e-6)  # 6 decimals
 
 
 @pytest.mark.parametrize("channels", [1, 3])
