@@ -74,6 +74,7 @@ device=$(grep -m1 "^TensorFlow .* on " "$out/smoke.log" || echo "unknown device"
 # predict prints "12.3 images/s (...)", or "3.6 s/image (...)" below one image a second
 predict_rate=$(grep -m1 -E "^[0-9.]+ (images/s|s/image) \(" "$out/smoke.log" \
     | awk '{ print ($2 == "s/image" ? sprintf("%.2f", 1 / $1) : $1) }' || true)
+predict_rate=${predict_rate:-n/a}
 echo "smoke run: ${smoke_seconds} s; predict ${predict_rate} images/s; $device"
 
 bench_data="$source_dir"

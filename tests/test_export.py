@@ -23,8 +23,9 @@ def test_pooling_factors_are_whole_powers_of_two(shape, size, factors):
     assert pooling_factors(shape, size) == factors
 
 
-@pytest.mark.parametrize("size", [(32, 48), (16, 24), (8, 12), (32, 96), (40, 60)])
+@pytest.mark.parametrize("size", [(32, 48), (16, 24), (8, 12), (32, 96)])
 def test_the_exported_resize_is_the_area_resize_to_the_bit(size):
+    assert pooling_factors((64, 96), size) is not None  # an average pool, not the area resize itself
     images = np.random.default_rng(size[0]).integers(0, 256, (3, 64, 96, 3), dtype=np.uint8)
     np.testing.assert_array_equal(exported_resize(tf.constant(images), (64, 96), size).numpy(),
                                   area_resize(tf.constant(images), size).numpy())
@@ -47,12 +48,28 @@ def manifest(**changes) -> dict:
 @pytest.mark.parametrize("change, message", [
     ({"format": "other"}, "not a severstal export manifest"), ({"version": 9}, "has version 9"),
     ({"input": {"shape": [None, 8]}}, "input.shape must be"), ({"classes": None}, "'classes' is missing"),
-    ({"postprocessing": None}, "needs its 'postprocessing'")])
+    ({"postprocessing": None}, "needs its 'postprocessing'"), ({"postprocessing": SETTINGS[:1]}, "one per class"),
+    ({"postprocessing": [SETTINGS[0], {"pixel_threshold": 2}]}, "postprocessing.2.pixel_threshold"),
+    ({"signature": None}, "'signature'"),
+    ({"outputs": {"classification": {}}, "decision": {"rule": "thresholded", "thresholds": {"scratch": 0.2}}},
+     "decision.thresholds needs a number in \\[0, 1\\] for dent"),
+    ({"outputs": {"classification": {}}, "decision": {"rule": "vote"}}, "'decision' rule")])
 def test_a_broken_manifest_is_refused_with_what_is_wrong(change, message):
     with pytest.raises(ValueError, match=message):
         check_manifest({**manifest(), **change})
+
+
+def test_a_segmentation_manifest_needs_its_thresholds():
     with pytest.raises(ValueError, match="segmentation export needs its post-processing"):
         manifest(postprocessing=None)
+
+
+def test_export_does_not_replace_a_folder_that_is_not_an_export(tmp_path, capsys):
+    from severstal import cli
+
+    (tmp_path / "notes.txt").write_text("keep me")
+    assert cli.main(["export", "--out", str(tmp_path)]) == 1
+    assert "is not an export" in capsys.readouterr().err and (tmp_path / "notes.txt").read_text() == "keep me"
 
 
 def known_module() -> tf.Module:

@@ -222,7 +222,7 @@ class RecordingAugmenter(Augmenter):
 
 
 @pytest.mark.parametrize("kind, scale, crop", [("seg", 1.0, (32, 64)), ("seg", 0.5, (32, 64)), ("cls", 1.0, (48, 240)),
-                                               ("cls", 0.5, None)])
+                                               ("cls", 0.5, None), ("cls", 0.75, None)])  # 0.75: no libjpeg scale
 def test_training_examples_are_the_reference_examples(small_data, monkeypatch, kind, scale, crop):
     """Every example the pipeline makes is, pixel for pixel, the crop, flips, brightness/contrast and blackout of
     one drawn plan applied the albumentations way to the fully decoded image and its fully decoded masks."""

@@ -87,7 +87,7 @@ def image_record(image_id: str, masks: np.ndarray, probabilities: np.ndarray,
         "classifier_probability"}], "defects": [...]}``.
     """
     defects = defect_objects(masks, probabilities, classifier_probabilities, class_ids, class_names)
-    areas = np.asarray(masks).reshape(-1, len(class_ids)).sum(axis=0, dtype=np.int64)  # (classes,)
+    areas = np.count_nonzero(np.asarray(masks).reshape(-1, len(class_ids)), axis=0)  # (classes,) pixels set
     classes = [{"class": int(class_id), "name": str(name), "defective": bool(area > 0), "area": int(area),
                 "classifier_probability": None if classifier_probabilities is None
                 else _rounded(np.reshape(classifier_probabilities, -1)[channel])}

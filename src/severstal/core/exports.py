@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from .postprocess import ClassThresholds
+
 MANIFEST = "export.json"
 FORMAT = "severstal-export"
 VERSION = 1
@@ -82,10 +84,28 @@ def check_manifest(document: object, where: str = MANIFEST) -> dict:
         if not isinstance(document.get(key), kind):
             raise ValueError(f"{where}: {key!r} is missing or not a {kind.__name__.lower()}")
     shape = document["input"].get("shape")
-    if not (isinstance(shape, list) and len(shape) == 4 and all(isinstance(n, int) for n in shape[1:])):
+    if not (isinstance(shape, list) and len(shape) == 4 and all(isinstance(n, int) for n in shape[1:])
+            and shape[3] == 3):
         raise ValueError(f"{where}: input.shape must be [null, height, width, 3], got {shape!r}")
-    if SEGMENTATION in document["outputs"] and not isinstance(document.get("postprocessing"), list):
-        raise ValueError(f"{where}: a segmentation export needs its 'postprocessing' thresholds")
-    if SEGMENTATION not in document["outputs"] and not isinstance(document.get("decision"), Mapping):
-        raise ValueError(f"{where}: a classification export needs its 'decision' rule")
+    if not isinstance(document.get("signature"), str):
+        raise ValueError(f"{where}: 'signature' (the SavedModel's signature name) is missing")
+    names = [item.get("name") if isinstance(item, Mapping) else None for item in document["classes"]]
+    if not names or not all(isinstance(name, str) for name in names):
+        raise ValueError(f"{where}: 'classes' must list {{\"class\", \"name\"}} of each class")
+    if SEGMENTATION in document["outputs"]:
+        settings = document.get("postprocessing")
+        if not isinstance(settings, list) or len(settings) != len(names):
+            raise ValueError(f"{where}: a segmentation export needs its 'postprocessing' thresholds, one per class")
+        for number, item in enumerate(settings, 1):
+            ClassThresholds.from_dict(item, f"{where}: postprocessing.{number}.")
+    else:
+        decision = document.get("decision")
+        if not isinstance(decision, Mapping) or decision.get("rule") not in ("argmax", "thresholded"):
+            raise ValueError(f"{where}: a classification export needs its 'decision' rule (argmax or thresholded)")
+        if decision["rule"] == "thresholded":
+            values = decision.get("thresholds")
+            wrong = [name for name in names if not isinstance(values, Mapping) or not isinstance(
+                values.get(name), int | float) or not 0 <= values[name] <= 1]
+            if wrong:
+                raise ValueError(f"{where}: decision.thresholds needs a number in [0, 1] for {', '.join(wrong)}")
     return dict(document)

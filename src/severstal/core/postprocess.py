@@ -231,6 +231,20 @@ def label_map_of(masks: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
     return label_map
 
 
+def final_masks(masks: np.ndarray, probabilities: np.ndarray, single_label: bool) -> tuple[np.ndarray,
+                                                                                          np.ndarray | None]:
+    """The masks an image is reported with: as post-processed, or with ``single_label`` (the masks layout's label
+    maps) one class per pixel, the most probable where masks overlap.
+
+    Returns:
+        ``(masks (H, W, C) uint8, label map (H, W) uint8 or None)``.
+    """
+    if not single_label:
+        return masks, None
+    label_map = label_map_of(masks, probabilities)
+    return one_hot(label_map, masks.shape[-1]), label_map
+
+
 def one_hot(label_map: np.ndarray, num_classes: int) -> np.ndarray:
     """Per-class 0/1 masks ``(height, width, num_classes)`` uint8 of a label map (class c in channel c - 1)."""
     label_map = np.asarray(label_map)

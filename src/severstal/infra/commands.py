@@ -19,11 +19,16 @@ from .errors import UserError
 from .layouts import LayoutError, detect_layout
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, data: bool = True) -> None:
-    """Add the options every config-driven stage takes: --config, --set, --experiment (and --data)."""
-    parser.add_argument("--config", default=None,
-                        help=f"experiment config (default: the one run_all.sh chooses: {DEFAULT_CONFIG}, or "
-                             f"{DEMO_CONFIG} for the demo data or --data DIR)")
+def add_config_arguments(parser: argparse.ArgumentParser, data: bool = True, config: str | None = None) -> None:
+    """Add the options every config-driven stage takes: --config, --set, --experiment (and --data).
+
+    Args:
+        config: the stage's default config; None: the one run_all.sh chooses (``infra.config.chosen_config``).
+    """
+    parser.add_argument("--config", default=config,
+                        help=f"experiment config (default: {config})" if config else
+                        f"experiment config (default: the one run_all.sh chooses: {DEFAULT_CONFIG}, or {DEMO_CONFIG} "
+                        "for the demo data or --data DIR)")
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
         help="override a config value (repeatable), e.g. --set seg.epochs=3",
@@ -48,8 +53,9 @@ def config_from_args(args: argparse.Namespace, options: Mapping[str, tuple[str, 
              if value is not None]
     path, why = (args.config, None) if args.config is not None else chosen_config(getattr(args, "data", None))
     config = load_config(path, [*args.overrides, *extra], getattr(args, "data", None), args.experiment)
-    if announce and why:
-        print(f"config: {path} ({why}; --config chooses another)", flush=True)
+    if why:
+        print(f"config: {path} ({why}; --config chooses another)", flush=True,
+              file=sys.stdout if announce else sys.stderr)
     line = data_line(config) if announce else None
     if line:
         print(line, flush=True)

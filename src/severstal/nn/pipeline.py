@@ -119,7 +119,7 @@ EXACT_IDCT = "INTEGER_ACCURATE"  # libjpeg's JDCT_ISLOW, as OpenCV decodes
 def _opencv_rgb(contents: np.ndarray) -> np.ndarray:
     """``(h, w, 3)`` uint8 RGB of an image file's bytes (a uint8 array) decoded by OpenCV (grey and 16-bit images
     converted)."""
-    image = cv2.imdecode(contents, cv2.IMREAD_COLOR)
+    image = cv2.imdecode(contents, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)  # as tf.io ignores it
     if image is None:
         raise ValueError("the image cannot be decoded (severstal check-data lists unreadable images)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
@@ -160,12 +160,14 @@ def scale_image(image, spec: InputSpec):
 def decode_window(contents, spec: InputSpec, crop: tuple[int, int]):
     """A reader of one window of an image file's bytes: ``(original shape, read(top, left))``.
 
-    A JPEG of the data set's size is decoded inside the window only (at ``spec``'s libjpeg scale);
-    any other file is decoded whole at ``spec.size`` (:func:`decode_image`) and the window cut out.
+    A JPEG of the data set's size is decoded inside the window only (at ``spec``'s libjpeg scale) where that scale
+    gives ``spec.size`` (1, 1/2, 1/4, 1/8); any other file, or scale, is decoded whole at ``spec.size``
+    (:func:`decode_image`) and the window cut out.
     """
     jpeg = tf.io.is_jpeg(contents)
     shape = tf.cond(jpeg, lambda: tf.io.extract_jpeg_shape(contents)[:2], lambda: tf.constant([-1, -1], tf.int32))
-    direct = tf.reduce_all(shape == tf.constant(spec.original, tf.int32))
+    scalable = spec.jpeg_ratio > 1 or tuple(spec.size) == tuple(spec.original)  # libjpeg alone reaches spec.size
+    direct = tf.logical_and(tf.constant(scalable), tf.reduce_all(shape == tf.constant(spec.original, tf.int32)))
     whole, original = tf.cond(direct, lambda: (tf.zeros((0, 0, 3), tf.uint8), shape),
                               lambda: decode_image(contents, spec))
 

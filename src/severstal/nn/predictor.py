@@ -28,8 +28,10 @@ import numpy as np
 from ..core.classification import class_flags, thresholded_classes
 from ..core.defects import image_record, label_record
 from ..core.exports import CLASSIFICATION, INPUT, MANIFEST, SEGMENTATION, check_manifest
-from ..core.postprocess import ClassThresholds, label_map_of, one_hot, postprocess_masks
+from ..core.postprocess import ClassThresholds, final_masks, postprocess_masks
 from ..core.tiles import blend, tile_grid
+
+TILES_PER_CALL = 8  # tiles of a large image per call of the SavedModel (each runs every fold and flip)
 
 
 @dataclass
@@ -75,7 +77,7 @@ class Predictor:
     """
 
     def __init__(self, model, manifest: dict, directory: str | os.PathLike):
-        self.model, self.manifest, self.directory = model, check_manifest(manifest), Path(directory)
+        self.model, self.manifest, self.directory = model, manifest, Path(directory)
         self.function = model.signatures[self.manifest["signature"]]
         self.class_ids = [int(item["class"]) for item in self.manifest["classes"]]
         self.class_names = [str(item["name"]) for item in self.manifest["classes"]]
@@ -85,7 +87,7 @@ class Predictor:
                            for i, item in enumerate(self.manifest.get("postprocessing") or [])]
         tiles = self.manifest.get("tiles")
         self.tile_overlap = int(tiles["overlap"]) if isinstance(tiles, dict) else None
-        decision = self.manifest.get("decision") or {}
+        decision = self.manifest.get("decision") or {}  # checked by check_manifest
         self.decision_thresholds = None if decision.get("rule", "argmax") == "argmax" else np.array(
             [float(decision["thresholds"][name]) for name in self.class_names])  # (classes,)
 
@@ -108,11 +110,13 @@ class Predictor:
             raise ValueError(f"{path} is not valid JSON ({error}): export the model again") from None
         import tensorflow as tf  # plain TensorFlow: the SavedModel needs nothing else
 
-        return cls(tf.saved_model.load(str(directory)), check_manifest(manifest, str(path)), directory)
+        manifest = check_manifest(manifest, str(path))
+        return cls(tf.saved_model.load(str(directory)), manifest, directory)
 
     def read_image(self, path: str | os.PathLike) -> np.ndarray:
-        """An image file as ``(height, width, 3)`` uint8 RGB, decoded by OpenCV (the pixels ``predict`` decodes)."""
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        """An image file as ``(height, width, 3)`` uint8 RGB, decoded by OpenCV as ``predict`` decodes it (an EXIF
+        orientation is ignored, as TensorFlow's decoders ignore it)."""
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
         if image is None:
             raise ValueError(f"{path} cannot be read as an image (missing, or not JPEG/PNG/BMP/TIFF)")
         return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
@@ -160,8 +164,11 @@ class Predictor:
     def _tiled(self, image: np.ndarray) -> dict[str, np.ndarray]:
         """One image larger than the export's size, by overlapping tiles (as ``predict`` does in the masks layout)."""
         origins = tile_grid(image.shape[:2], self.shape, self.tile_overlap)
-        tiles = np.stack([image[top:top + self.shape[0], left:left + self.shape[1]] for top, left in origins])
-        outputs = self.probabilities(tiles)  # (tiles, h, w, classes), (tiles, classes)
+        parts = []
+        for first in range(0, len(origins), TILES_PER_CALL):  # (tiles, h, w, classes), (tiles, classes) each
+            parts.append(self.probabilities(np.stack([image[top:top + self.shape[0], left:left + self.shape[1]]
+                                                      for top, left in origins[first:first + TILES_PER_CALL]])))
+        outputs = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
         result = {}
         if SEGMENTATION in outputs:
             result[SEGMENTATION] = blend(outputs[SEGMENTATION], origins, image.shape[:2], self.tile_overlap)
@@ -176,11 +183,8 @@ class Predictor:
             flags = class_flags(gate[None], self.decision_thresholds)[0]
             return Prediction(label_record(name, label, gate, self.class_names, flags), classifier_probabilities=gate)
         probabilities = outputs[SEGMENTATION]  # (height, width, classes)
-        masks = postprocess_masks(probabilities, self.thresholds, gate)
-        label_map = None
-        if self.manifest.get("single_label_map"):  # the masks layout: overlapping classes to the most probable
-            label_map = label_map_of(masks, probabilities)
-            masks = one_hot(label_map, len(self.class_ids))
+        masks, label_map = final_masks(postprocess_masks(probabilities, self.thresholds, gate), probabilities,
+                                       bool(self.manifest.get("single_label_map")))  # masks layout: one class a pixel
         record = image_record(name, masks, probabilities, gate, self.class_ids, self.class_names)
         return Prediction(record, masks, probabilities, gate, label_map)
 

@@ -17,6 +17,7 @@ from ..core.constants import COMPETITION
 from ..infra import locks
 from ..infra.artifacts import LOCKS
 from ..infra.commands import add_config_arguments, config_from_args, run_main
+from ..infra.config import DEFAULT_CONFIG
 from ..kaggle.api import credential_sources
 from ..kaggle.competition import download_competition
 
@@ -24,7 +25,7 @@ from ..kaggle.competition import download_competition
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="severstal download", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser, data=False)
+    add_config_arguments(parser, data=False, config=DEFAULT_CONFIG)  # the real recipe's data folder
     parser.add_argument("--out", default=None, help="target directory (default: the config's data.dir)")
     parser.add_argument("--credentials-only", action="store_true",
                         help="only say whether Kaggle credentials are available: print yes/no, exit 0/1")

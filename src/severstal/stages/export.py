@@ -97,16 +97,18 @@ def manifest(config: Config, paths: Paths, document: dict, weights: dict[tuple[s
 
 def check_images(paths: Paths, count: int = 2) -> np.ndarray:
     """Images to compare a converted model with the SavedModel on: up to ``count`` test images of the data set's size
-    (RGB), else seeded noise; ``(count, height, width, 3)`` uint8."""
+    (RGB), topped up with seeded noise; ``(count, height, width, 3)`` uint8."""
     shape = paths.config.data.shape
     images = []
     for path in sorted(paths.test_images.rglob("*")) if paths.test_images.is_dir() else []:
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR) if path.suffix.lower() in IMAGE_SUFFIXES else None
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) \
+            if path.suffix.lower() in IMAGE_SUFFIXES else None
         if image is not None and image.shape[:2] == tuple(shape):
             images.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
         if len(images) == count:
-            return np.stack(images)
-    return np.random.default_rng(0).integers(0, 256, (count, *shape, 3), dtype=np.uint8)
+            break
+    noise = np.random.default_rng(0).integers(0, 256, (count - len(images), *shape, 3), dtype=np.uint8)
+    return np.concatenate([np.stack(images).reshape(-1, *shape, 3), noise]) if images else noise
 
 
 def convert_to_onnx(module, shape, path: Path, images: np.ndarray) -> dict:
@@ -160,8 +162,18 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args, inference_options(args))
     paths = Paths(config)
     target = Path(args.out) if args.out else paths.exports
+    if not target.resolve().name:
+        raise UserError(f"--out {args.out}: name a folder for the export (it is replaced whole)")
+    if target.exists() and (not target.is_dir() or any(target.iterdir())) and not (target / MANIFEST).is_file():
+        raise UserError(f"{target} exists and is not an export (no {MANIFEST}): the export replaces its folder whole, "
+                        "so give a new or empty folder with --out")
     with locks.hold(target.parent / LOCKS, target.name, f"the export {target}"):
         document, weights, folds = export_plan(config, paths)
+        tile = config.inference.tile_size
+        if paths.layout == "masks" and tile is not None and tuple(tile) != tuple(config.data.shape):
+            raise UserError(f"inference.tile_size {tile[0]} x {tile[1]}: the export tiles larger images at its input "
+                            f"size ({config.data.height} x {config.data.width}), so it would not predict as predict "
+                            "does; export with inference.tile_size null")
         inputs = {"thresholds": file_fingerprint(paths.thresholds),
                   **{f"{kind} fold {fold} weights": value for (kind, fold), value in weights.items()}}
         stamp = Stamp.of(config, PREDICT_KEYS, inputs, {"export.folds": folds, "export.format": args.export_format})

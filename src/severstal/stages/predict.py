@@ -62,7 +62,7 @@ from ..core.ensemble import (
 )
 from ..core.labels import label_map_rows, masks_for
 from ..core.metric import score_pairs
-from ..core.postprocess import ClassThresholds, label_map_of, one_hot, postprocess_masks
+from ..core.postprocess import ClassThresholds, final_masks, postprocess_masks
 from ..infra import locks
 from ..infra.artifacts import (
     LOCKS,
@@ -117,12 +117,12 @@ def postprocess_image(image_id: str, probabilities: np.ndarray, thresholds: list
     else:
         masks = {"gate": postprocess_masks(probabilities, thresholds, classifier_probabilities)}
     class_ids = range(1, probabilities.shape[-1] + 1)
-    if label_maps is None:
-        rows, final = mask_rows(image_id, masks["gate"]), masks["gate"]
+    final, label_map = final_masks(masks["gate"], probabilities, label_maps is not None)
+    if label_map is None:
+        rows = mask_rows(image_id, final)
     else:
-        label_map = label_map_of(masks["gate"], probabilities)
         write_label_map(label_map_path(label_maps, image_id), label_map)
-        rows, final = label_map_rows(image_id, label_map, class_ids), one_hot(label_map, len(class_ids))
+        rows = label_map_rows(image_id, label_map, class_ids)
     record = None if class_names is None else image_record(image_id, final, probabilities, classifier_probabilities,
                                                             list(class_ids), class_names)
     return rows, masks, record
@@ -280,8 +280,9 @@ def speed(images: int, seconds: float) -> str:
 
 
 def predict_labels(args: argparse.Namespace, config: Config, paths: Paths) -> int:
-    """The folders layout: each image's most probable class from the fold- and flip-mean classifier probabilities,
-    into ``predictions/<experiment>/labels.csv`` (``image, label, p_<class>...``)."""
+    """The folders layout: each image's class by the tuned decision (the most probable class, or the most probable
+    class flagged by per-class thresholds) from the fold- and flip-mean classifier probabilities, into
+    ``predictions/<experiment>/labels.csv`` (``image, label, p_<class>...``) and defects.json."""
     if args.shard:
         raise UserError("--shard splits a Kaggle submission; predict a folders data set whole")
     images_dir = Path(args.images) if args.images else paths.test_images
@@ -408,8 +409,7 @@ def run(args: argparse.Namespace) -> int:
         truth = truth_lookup(paths, images_dir) if is_test else None
 
         sidecar_path(target).unlink(missing_ok=True)
-        if shard is None:
-            paths.defects.unlink(missing_ok=True)  # made again below, or left out (it would not match the submission)
+        paths.defects.unlink(missing_ok=True)  # made again below, or left out (it would not match the predictions)
         if masks_layout:
             partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
             shutil.rmtree(partial, ignore_errors=True)

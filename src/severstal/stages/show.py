@@ -105,7 +105,7 @@ def draw_figure(image: np.ndarray, predicted: np.ndarray | None, truth: np.ndarr
 
 def read_rgb(path: Path) -> np.ndarray:
     """An image file as (H, W, 3) RGB uint8; UserError when it cannot be read."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)  # the pixels predict sees
     if image is None:
         raise UserError(f"cannot read the image {path}")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
