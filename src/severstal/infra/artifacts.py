@@ -429,6 +429,13 @@ def classifier_ensemble(paths: Paths, document: Mapping, spec) -> Ensemble:
     return Ensemble(folds, ("cls",), {("cls", fold): value for fold, value in weights.items()})
 
 
+def ensemble_inputs(paths: Paths, ensemble: Ensemble) -> dict[str, str]:
+    """The inputs of what an ensemble makes (predictions, an export): the thresholds file's fingerprint and each
+    fold's weights as tuned on, e.g. ``{"thresholds": ..., "seg fold 0 weights": ...}``."""
+    return {"thresholds": file_fingerprint(paths.thresholds),
+            **{f"{kind} fold {fold} weights": value for (kind, fold), value in ensemble.weights.items()}}
+
+
 def model_records(paths: Paths, weights: Mapping[tuple[str, int], str]) -> list[dict]:
     """What ``defects.json`` and ``export.json`` record of the model files: kind, fold, file and fingerprint.
 

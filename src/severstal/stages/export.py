@@ -40,10 +40,12 @@ from ..infra import locks
 from ..infra.artifacts import (
     LOCKS,
     PREDICT_KEYS,
+    Ensemble,
     Paths,
     check_predicted_like,
     classifier_ensemble,
     ensemble_folds,
+    ensemble_inputs,
     model_records,
     read_classification_thresholds,
     read_thresholds,
@@ -59,25 +61,22 @@ from ..infra.stamps import Action, Stamp, decide, file_fingerprint
 FORMATS = ("savedmodel", "onnx")
 
 
-def export_plan(config: Config, paths: Paths) -> tuple[dict, dict[tuple[str, int], str], list[int]]:
-    """The thresholds document, ``{(kind, fold): weights fingerprint}`` and folds to export (checked as predict
-    checks them: finished folds whose OOF statistics the thresholds were tuned on)."""
+def export_plan(config: Config, paths: Paths) -> tuple[dict, Ensemble]:
+    """The thresholds document and the folds to export (checked as predict checks them: finished folds whose OOF
+    statistics the thresholds were tuned on)."""
     if paths.layout == "folders":
         document = read_classification_thresholds(paths)
-        ensemble = classifier_ensemble(paths, document, config.inference.folds)
-    else:
-        document = read_thresholds(paths)
-        ensemble = ensemble_folds(paths, document, config.inference.folds)
-    return document, ensemble.weights, ensemble.folds
+        return document, classifier_ensemble(paths, document, config.inference.folds)
+    document = read_thresholds(paths)
+    return document, ensemble_folds(paths, document, config.inference.folds)
 
 
-def manifest(config: Config, paths: Paths, document: dict, weights: dict[tuple[str, int], str], folds: list[int],
-             precision: str, stamp: Stamp, tensorflow: str, onnx: dict | None) -> dict:
+def manifest(config: Config, paths: Paths, document: dict, ensemble: Ensemble, precision: str, stamp: Stamp,
+             tensorflow: str, onnx: dict | None) -> dict:
     """``export.json`` of this export (``core.exports.export_manifest``) with the stamp that decides whether it is
     up to date."""
-    kinds = sorted({kind for kind, _ in weights})
-    segmentation = "seg" in kinds
-    outputs = ([SEGMENTATION] if segmentation else []) + ([CLASSIFICATION] if "cls" in kinds else [])
+    segmentation = "seg" in ensemble.kinds
+    outputs = ([SEGMENTATION] if segmentation else []) + ([CLASSIFICATION] if "cls" in ensemble.kinds else [])
     decision = None
     if not segmentation:  # read_classification_thresholds checked it
         thresholds = document["decision_thresholds"]
@@ -88,10 +87,10 @@ def manifest(config: Config, paths: Paths, document: dict, weights: dict[tuple[s
         class_names=list(config.data.classes), shape=config.data.shape, outputs=outputs,
         postprocessing=[setting.to_dict() for setting in document["settings"]] if segmentation else None,
         decision=decision, tile_overlap=config.inference.tile_overlap if paths.layout == "masks" else None,
-        tta=config.inference.tta, folds=folds, precision=precision, tensorflow=tensorflow, onnx=onnx,
+        tta=config.inference.tta, folds=ensemble.folds, precision=precision, tensorflow=tensorflow, onnx=onnx,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         made_from={"thresholds": {"file": str(paths.thresholds), "sha256": file_fingerprint(paths.thresholds)},
-                   "models": model_records(paths, weights), "config": config.raw})
+                   "models": model_records(paths, ensemble.weights), "config": config.raw})
     return {**value, "stamp": stamp.to_dict()}
 
 
@@ -168,15 +167,15 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{target} exists and is not an export (no {MANIFEST}): the export replaces its folder whole, "
                         "so give a new or empty folder with --out")
     with locks.hold(target.parent / LOCKS, target.name, f"the export {target}"):
-        document, weights, folds = export_plan(config, paths)
+        document, ensemble = export_plan(config, paths)
+        folds = ensemble.folds
         tile = config.inference.tile_size
         if paths.layout == "masks" and tile is not None and tuple(tile) != tuple(config.data.shape):
             raise UserError(f"inference.tile_size {tile[0]} x {tile[1]}: the export tiles larger images at its input "
                             f"size ({config.data.height} x {config.data.width}), so it would not predict as predict "
                             "does; export with inference.tile_size null")
-        inputs = {"thresholds": file_fingerprint(paths.thresholds),
-                  **{f"{kind} fold {fold} weights": value for (kind, fold), value in weights.items()}}
-        stamp = Stamp.of(config, PREDICT_KEYS, inputs, {"export.folds": folds, "export.format": args.export_format})
+        stamp = Stamp.of(config, PREDICT_KEYS, ensemble_inputs(paths, ensemble),
+                         {"export.folds": folds, "export.format": args.export_format})
         decision = decide(str(target), saved_stamp(target), stamp, args.force)
         if decision.action is Action.SKIP:
             print(decision.note)
@@ -193,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
         check_predicted_like(document, paths, config.inference.tta, precision)
         configure_hardware(config.hardware)
         started = time.perf_counter()
-        kinds = sorted({kind for kind, _ in weights})
+        kinds = ensemble.kinds
         ensembles = {kind: FoldEnsemble([load_fold_model(paths, kind, fold) for fold in folds],
                                         config.inference.tta) for kind in kinds}
         problem = onnx_problem(ensembles, config.data.shape) if args.export_format == "onnx" else None
@@ -206,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
             save_serving_model(module, partial)
             onnx = convert_to_onnx(module, config.data.shape, partial / ONNX_FILE, check_images(paths)) \
                 if args.export_format == "onnx" else None
-            write_json(partial / MANIFEST, manifest(config, paths, document, weights, folds, precision, stamp,
+            write_json(partial / MANIFEST, manifest(config, paths, document, ensemble, precision, stamp,
                                                     tf.__version__, onnx))
             replace_folder(partial, target)
         finally:

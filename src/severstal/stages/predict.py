@@ -72,6 +72,7 @@ from ..infra.artifacts import (
     check_predicted_like,
     classifier_ensemble,
     ensemble_folds,
+    ensemble_inputs,
     model_records,
     read_classification_thresholds,
     read_thresholds,
@@ -96,9 +97,7 @@ def predict_stamp(config: Config, paths: Paths, ensemble: Ensemble, layout: str,
     The batch size is left out: predictions depend on it only through float32 rounding (other batch
     sizes run other kernels), so shards may use any.
     """
-    inputs = {"thresholds": file_fingerprint(paths.thresholds),
-              **{f"{kind} fold {fold} weights": value for (kind, fold), value in ensemble.weights.items()},
-              "images": images_fingerprint(images_dir, all_ids)}
+    inputs = {**ensemble_inputs(paths, ensemble), "images": images_fingerprint(images_dir, all_ids)}
     settings = {"predict.folds": list(ensemble.folds), "predict.format": layout, "predict.skip_bad": skip_bad}
     return Stamp.of(config, PREDICT_KEYS, inputs, settings)
 
@@ -294,8 +293,7 @@ def predict_labels(args: argparse.Namespace, config: Config, paths: Paths) -> in
         document = read_classification_thresholds(paths)
         ensemble = classifier_ensemble(paths, document, config.inference.folds)
         folds = ensemble.folds
-        inputs = {"thresholds": file_fingerprint(paths.thresholds),
-                  **{f"cls fold {fold} weights": value for (_, fold), value in ensemble.weights.items()},
+        inputs = {**ensemble_inputs(paths, ensemble),
                   "images": images_fingerprint(images_dir, image_ids)}
         settings = {"predict.folds": list(folds), "predict.skip_bad": args.skip_bad}
         stamp = Stamp.of(config, PREDICT_KEYS, inputs, settings)
